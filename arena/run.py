@@ -1,0 +1,50 @@
+"""The pieces of a run both scripts need: the model loader, the predictions file, and what ran."""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import os
+import platform
+import subprocess
+
+import numpy as np
+
+from arena.data import LABEL_COLUMNS, Pair
+from arena.io import atomic_open
+
+
+def load_model(name: str, max_length: int, load_in_4bit: bool = True):
+    """unsloth's loader for a base model or a saved LoRA adapter folder (its base is read from
+    adapter_config.json and the adapter put on top). Returns (model, tokenizer)."""
+    from unsloth import FastLanguageModel
+
+    return FastLanguageModel.from_pretrained(model_name=name, max_seq_length=max_length, load_in_4bit=load_in_4bit)
+
+
+def write_predictions(path: str, pairs: list[Pair], probs: np.ndarray, extra: dict[str, list] | None = None) -> None:
+    """`id, winner_model_a, winner_model_b, winner_tie` (the Kaggle submission), then any `extra` columns."""
+    extra = extra or {}
+    with atomic_open(path) as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", *LABEL_COLUMNS, *extra])
+        for i, (pair, p) in enumerate(zip(pairs, probs)):
+            writer.writerow([pair.id, *map(float, p), *(column[i] for column in extra.values())])
+
+
+def versions() -> dict[str, str]:
+    """Package versions, Python, and the git commit of this checkout (with '+dirty' for local changes)."""
+    out = {"python": platform.python_version()}
+    for name in ("torch", "unsloth", "unsloth_zoo", "trl", "transformers", "peft", "bitsandbytes", "accelerate", "datasets"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True).stdout.strip()
+        out["git_commit"] = commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        out["git_commit"] = "unknown"
+    return out

@@ -1,0 +1,112 @@
+"""Scoring: P(A wins), P(B wins), P(tie) from the logits at the last prompt position over the three label tokens.
+
+Rows are sorted by length and batched by a token budget (rows x padded length), left-padded so that the last
+position is every row's last real token, and the model computes logits for that position only
+(`logits_to_keep=1`): never a [batch, length, vocab] tensor. With several processes, the rows are split across
+them balanced by token count and the results gathered, so every process returns the full, ordered array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from arena.data import Pair
+from arena.prompts import Renderer
+
+SWAP_BACK = [1, 0, 2]  # columns of a swapped pair's probabilities, in the original A/B order
+
+
+def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Row indices in batches, longest first, each batch's rows x longest row <= max_tokens (at least one row)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) + 1) * lengths[current[0]] > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def split_by_tokens(lengths: list[int], parts: int) -> list[list[int]]:
+    """Row indices for each of `parts` processes, balanced by token count (longest rows first to the lightest)."""
+    shards, load = [[] for _ in range(parts)], [0] * parts
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        k = min(range(parts), key=lambda k: (load[k], k))
+        shards[k].append(i)
+        load[k] += lengths[i]
+    return [sorted(s) for s in shards]
+
+
+@torch.inference_mode()
+def score_ids(model, seqs: list[list[int]], label_ids: list[int], pad_id: int, max_tokens: int, progress: bool = True) -> np.ndarray:
+    """Probabilities [len(seqs), 3] (float64) for token sequences, in their order."""
+    device = next(model.parameters()).device
+    label_index = torch.tensor(label_ids, device=device)
+    probs = np.zeros((len(seqs), 3))
+    bar = tqdm(total=len(seqs), desc="scoring", unit="pair", disable=not progress or len(seqs) == 0)
+    for batch in token_budget_batches([len(s) for s in seqs], max_tokens):
+        width = len(seqs[batch[0]])
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            n = len(seqs[i])
+            input_ids[row, width - n :] = torch.tensor(seqs[i])
+            mask[row, width - n :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=1,
+            use_cache=False,
+        ).logits[:, -1, :]
+        chosen = logits.index_select(-1, label_index).float()
+        probs[batch] = torch.softmax(chosen, dim=-1).double().cpu().numpy()
+        bar.update(len(batch))
+    bar.close()
+    return probs
+
+
+def score_pairs(model, renderer: Renderer, pairs: list[Pair], max_tokens: int, tta: bool = False, state=None) -> np.ndarray:
+    """Probabilities [len(pairs), 3] in the pairs' order. `tta`: also score every pair with A and B swapped, map
+    those probabilities back and average. `state` (an accelerate PartialState) splits the work across processes."""
+    seqs = [r.ids for r in renderer.render_many(pairs)]
+    if tta:
+        seqs += [r.ids for r in renderer.render_many([p.swapped() for p in pairs])]
+    tokenizer = renderer.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    if world == 1:
+        probs = score_ids(model, seqs, renderer.label_ids, pad_id, max_tokens)
+    else:
+        from accelerate.utils import gather_object
+
+        mine = split_by_tokens([len(s) for s in seqs], world)[rank]
+        local = score_ids(model, [seqs[i] for i in mine], renderer.label_ids, pad_id, max_tokens, progress=rank == 0)
+        probs = np.zeros((len(seqs), 3))
+        for i, p in gather_object(list(zip(mine, local.tolist()))):
+            probs[i] = p
+    if tta:
+        n = len(pairs)
+        probs = (probs[:n] + probs[n:][:, SWAP_BACK]) / 2
+    return probs
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multiclass log loss as Kaggle scores it: rows renormalised, clipped at machine epsilon."""
+    p = probs / probs.sum(axis=1, keepdims=True)
+    p = np.clip(p, np.finfo(np.float64).eps, 1 - np.finfo(np.float64).eps)
+    return float(-np.mean(np.log(p[np.arange(len(labels)), labels])))
+
+
+def metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+    return {
+        "log_loss": log_loss(probs, labels),
+        "accuracy": float(np.mean(probs.argmax(axis=1) == labels)),
+        "n": int(len(labels)),
+    }

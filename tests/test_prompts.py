@@ -1,0 +1,133 @@
+"""Prompt rendering under a token budget, with real tokenizers (Qwen2.5 and Mistral) and label tokens."""
+
+import random
+
+import pytest
+
+from arena.data import DataError, Pair
+from arena.prompts import (
+    DEFAULT_LABELS, EMPTY_TEXT, Renderer, fit_lengths, label_token_ids, read_template, training_columns,
+)
+
+TEMPLATE = read_template("prompts/two_conversations.txt")
+TOKENIZERS = ["qwen2.5-instruct", "mistral-7b-instruct-v0.3"]
+
+
+def random_pair(rng: random.Random, turns: int, words: int) -> Pair:
+    def text(tag):
+        return f"{tag} " + " ".join(rng.choice(["alpha", "beta", "gamma", "délta", "東京", "🙂", "x=1;"]) for _ in range(rng.randint(0, words)))
+
+    return Pair(
+        str(rng.random()),
+        tuple(text(f"P{t}") for t in range(turns)),
+        tuple(text(f"A{t}") for t in range(turns)),
+        tuple(text(f"B{t}") for t in range(turns)),
+        rng.randrange(3),
+    )
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_rendered_prompts_never_exceed_the_budget_and_keep_the_label(shared_tokenizer, name):
+    tokenizer = shared_tokenizer(name)
+    rng = random.Random(0)
+    for max_length in (300, 700, 3072):
+        renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, max_length)
+        pairs = [random_pair(rng, rng.randint(1, 6), rng.choice([5, 60, 400])) for _ in range(40)]
+        rendered = renderer.render_many(pairs)
+        columns = training_columns(renderer, pairs)
+        for pair, r, ids, labels in zip(pairs, rendered, columns["input_ids"], columns["labels"]):
+            assert len(ids) <= max_length and ids[:-1] == r.ids
+            assert tokenizer.decode(r.ids).endswith("### BEST RESPONSE:")
+            label = renderer.label_ids[pair.label]
+            assert ids[-1] == label and labels == [-100] * len(r.ids) + [label]  # the label is never cut
+        assert any(r.dropped_turns for r in rendered) or max_length == 3072
+        assert any(r.shortened_texts for r in rendered) or max_length == 3072
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_earliest_turns_are_dropped_first_from_both_conversations(shared_tokenizer, name):
+    tokenizer = shared_tokenizer(name)
+    pair = Pair(
+        "1",
+        tuple(f"question number {t} " + "word " * 30 for t in range(5)),
+        tuple(f"answer alpha {t} " + "word " * 30 for t in range(5)),
+        tuple(f"answer beta {t} " + "word " * 30 for t in range(5)),
+        0,
+    )
+    full = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072).render(pair)
+    assert full.dropped_turns == 0
+    budget = len(full.ids) - 150  # about two turns too long
+    r = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, budget).render(pair)
+    text = tokenizer.decode(r.ids)
+    assert len(r.ids) + 1 <= budget and r.dropped_turns >= 1 and r.shortened_texts == 0
+    for t in range(5):
+        kept = t >= r.dropped_turns
+        for part in (f"question number {t}", f"answer alpha {t}", f"answer beta {t}"):
+            assert (part in text) == kept, (t, part)
+        assert text.count(f"question number {t}") == (2 if kept else 0)  # the prompt shows in both conversations
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_a_single_long_turn_is_shortened_from_its_end(shared_tokenizer, name):
+    tokenizer = shared_tokenizer(name)
+    pair = Pair("1", ("short question",), ("START-A " + "lorem ipsum " * 3000,), ("short answer",), 1)
+    renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 512)
+    r = renderer.render(pair)
+    text = tokenizer.decode(r.ids)
+    assert len(r.ids) + 1 <= 512 and r.shortened_texts == 1 and r.dropped_turns == 0
+    assert "START-A" in text and "short answer" in text and text.count("short question") == 2
+
+
+def test_fit_lengths_cuts_the_longest_texts_to_a_common_cap():
+    assert fit_lengths([10, 500, 40], [2, 1, 1], 1000) == [10, 500, 40]
+    lengths = fit_lengths([10, 500, 400], [2, 1, 1], 300)
+    assert lengths[0] == 10 and lengths[1] == lengths[2] and 2 * 10 + 2 * lengths[1] <= 300 < 2 * 10 + 2 * (lengths[1] + 1)
+
+
+def test_a_huge_text_costs_no_more_than_a_budget_sized_one(shared_tokenizer):
+    tokenizer = shared_tokenizer("qwen2.5-instruct")
+    renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072)
+    huge = renderer.render(Pair("1", ("q",), ("word " * 40_000,), ("b",), 0))  # 200,000 characters
+    assert len(huge.ids) + 1 <= 3072 and huge.shortened_texts == 1
+
+
+def test_empty_and_null_turns_render_as_one_marker(shared_tokenizer):
+    tokenizer = shared_tokenizer("qwen2.5-instruct")
+    renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072)
+    text = tokenizer.decode(renderer.render(Pair("1", ("", "q2"), ("", "a2"), ("b1", ""), 0)).ids)
+    assert text.count(EMPTY_TEXT) == 4  # prompt turn 1 twice, A turn 1, B turn 2
+
+
+def test_special_token_text_inside_an_answer_stays_text(shared_tokenizer):
+    tokenizer = shared_tokenizer("qwen2.5-instruct")
+    renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072)
+    ids = renderer.render(Pair("1", ("q",), ("<|im_end|> hi",), ("b",), 0)).ids
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") not in ids
+
+
+def test_label_tokens_qwen_are_single_tokens(shared_tokenizer):
+    tokenizer = shared_tokenizer("qwen2.5-instruct")
+    assert label_token_ids(tokenizer, DEFAULT_LABELS) == [362, 425, 58725]
+
+
+def test_mistral_two_token_tie_trains_and_scores_on_its_first_token(shared_tokenizer):
+    tokenizer = shared_tokenizer("mistral-7b-instruct-v0.3")
+    tie = tokenizer(" Tie", add_special_tokens=False)["input_ids"]
+    assert len(tie) == 2
+    ids = label_token_ids(tokenizer, DEFAULT_LABELS)
+    assert ids[2] == tie[0] and len(set(ids)) == 3
+    assert tokenizer.convert_ids_to_tokens(ids) == ["▁A", "▁B", "▁T"]
+
+
+def test_labels_whose_first_tokens_collide_stop_with_the_tokens_shown(shared_tokenizer):
+    tokenizer = shared_tokenizer("mistral-7b-instruct-v0.3")
+    with pytest.raises(DataError, match=r"not distinct.*' Tie' -> \['▁T', 'ie'\].*' Tiny' -> \['▁T"):
+        label_token_ids(tokenizer, [" A", " Tie", " Tiny"])
+
+
+def test_template_must_have_both_conversations(shared_tokenizer):
+    tokenizer = shared_tokenizer("qwen2.5-instruct")
+    with pytest.raises(DataError, match="conversation_b"):
+        Renderer(tokenizer, "only {conversation_a} here", DEFAULT_LABELS, 3072)
+    with pytest.raises(DataError, match="too small"):
+        Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 40)

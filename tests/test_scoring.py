@@ -1,0 +1,88 @@
+"""Scoring with the real tiny model through unsloth (4-bit, inference mode): batching, last position, swap TTA."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from arena.data import read_pairs
+from arena.prompts import DEFAULT_LABELS, Renderer, read_template
+from arena.scoring import log_loss, score_pairs, split_by_tokens, token_budget_batches
+
+TEMPLATE = read_template("prompts/two_conversations.txt")
+
+
+@pytest.fixture(scope="module")
+def setup(inference_model, demo_data):
+    model, tokenizer = inference_model
+    renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 512)
+    pairs = read_pairs(str(demo_data / "train.csv"))[:30]
+    return model, renderer, pairs
+
+
+def reference_probs(model, renderer, pair):
+    """One row, no padding, the full logits tensor: softmax over the label ids at the last prompt position."""
+    ids = torch.tensor([renderer.render(pair).ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, -1]
+    return torch.softmax(logits[renderer.label_ids].float(), -1).double().numpy()
+
+
+def test_batched_probabilities_equal_unbatched_scoring(setup):
+    model, renderer, pairs = setup
+    lengths = [len(r.ids) for r in renderer.render_many(pairs)]
+    batches = token_budget_batches(lengths, 4096)
+    assert any(len({lengths[i] for i in b}) > 1 for b in batches)  # some batches really are padded
+    batched = score_pairs(model, renderer, pairs, max_tokens=4096)
+    one_by_one = np.stack([reference_probs(model, renderer, p) for p in pairs])
+    assert batched.std() > 0.01  # the random model's probabilities are far from uniform, so the match means something
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(batched.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_scoring_computes_logits_for_the_last_position_only(setup):
+    model, renderer, pairs = setup
+    shapes = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+    try:
+        score_pairs(model, renderer, pairs, max_tokens=4096)
+    finally:
+        hook.remove()
+    assert shapes and all(shape[1] == 1 for shape in shapes)  # [batch, 1, vocab], never [batch, length, vocab]
+
+
+def test_tta_maps_the_swapped_probabilities_back(setup):
+    model, renderer, pairs = setup
+    plain = score_pairs(model, renderer, pairs, max_tokens=4096)
+    swapped = score_pairs(model, renderer, [p.swapped() for p in pairs], max_tokens=4096)
+    tta = score_pairs(model, renderer, pairs, max_tokens=4096, tta=True)
+    # P(A wins) of a pair is P(B wins) of the swapped pair
+    expected = (plain + swapped[:, [1, 0, 2]]) / 2
+    np.testing.assert_allclose(tta, expected, atol=1e-6)
+    assert np.abs(tta - plain).max() > 1e-3  # the swap really changed something
+    tta_of_swapped = score_pairs(model, renderer, [p.swapped() for p in pairs], max_tokens=4096, tta=True)
+    np.testing.assert_allclose(tta_of_swapped, tta[:, [1, 0, 2]], atol=1e-6)
+
+
+def test_token_budget_batches_cover_every_row_within_budget():
+    lengths = [5, 300, 17, 17, 120, 2000, 64, 9]
+    batches = token_budget_batches(lengths, 512)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 512
+
+
+def test_split_by_tokens_balances_processes():
+    lengths = [100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
+    shards = split_by_tokens(lengths, 3)
+    assert sorted(i for s in shards for i in s) == list(range(10))
+    loads = [sum(lengths[i] for i in s) for s in shards]
+    assert max(loads) - min(loads) <= 10
+
+
+def test_log_loss_matches_known_values():
+    labels = np.array([0, 1, 2])
+    assert log_loss(np.full((3, 3), 1 / 3), labels) == pytest.approx(math.log(3))
+    assert log_loss(np.eye(3), labels) == pytest.approx(0.0, abs=1e-12)
+    assert log_loss(np.eye(3)[[1, 2, 0]], labels) == pytest.approx(-math.log(np.finfo(float).eps), rel=1e-6)
