@@ -24,8 +24,8 @@ from arena.config import DEFAULT_TEMPLATE, ZERO_SHOT_TEMPLATE, ScoreArgs, load_r
 from arena.data import DataError, read_pairs
 from arena.io import write_json
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
-from arena.run import load_model, write_predictions
-from arena.scoring import metrics, score_pairs
+from arena.run import load_model, model_fingerprint, write_predictions
+from arena.scoring import BatchCache, metrics, score_pairs
 
 
 @dataclass
@@ -43,6 +43,9 @@ class InferArgs:
     max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
     load_in_4bit: bool = True
     on_bad_row: str = field(default="error", metadata={"help": "'error' or 'skip' (skipped rows get no prediction)."})
+    resume: bool = field(
+        default=False, metadata={"help": "Reuse the batches an interrupted run finished (cached beside the output)."}
+    )
 
 
 def main(args: InferArgs, score_args: ScoreArgs) -> None:
@@ -67,10 +70,21 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     FastLanguageModel.for_inference(model)
     renderer = Renderer(tokenizer, read_template(template_file), labels, max_length)
 
-    probs = score_pairs(model, renderer, pairs, score_args.score_max_tokens, score_args.tta, state)
+    folder, name = os.path.split(os.path.abspath(args.output_file))
+    cache = BatchCache(
+        os.path.join(folder, f".{name}.cache"),
+        model_fingerprint(args.adapter or args.model_name_or_path, args.load_in_4bit, renderer.label_ids),
+    )
+    if not args.resume and state.is_main_process:
+        cache.remove()  # a fresh run: nothing stale is reused
+    state.wait_for_everyone()
+    probs = score_pairs(model, renderer, pairs, score_args.score_max_tokens, score_args.tta, state, cache)
+    if cache.reused:
+        print(f"process {state.process_index}: reused {cache.reused} finished batches, scored {cache.computed}")
     if not state.is_main_process:
         return
     write_predictions(args.output_file, pairs, probs)
+    cache.remove()
     print(f"wrote {len(pairs)} predictions to {args.output_file}")
     if all(p.label is not None for p in pairs):
         result = {**metrics(probs, np.array([p.label for p in pairs])), "tta": score_args.tta,

@@ -31,7 +31,7 @@ from arena.data import BadRows, DataError, split_data
 from arena.io import write_json
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
-from arena.run import load_model, versions, write_predictions
+from arena.run import latest_checkpoint, load_model, versions, write_predictions
 from arena.scoring import metrics, score_pairs
 
 
@@ -130,12 +130,12 @@ def resume_path(value, run: str):
     if value in (None, "", "false", "False"):
         return None
     if value == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(run) if os.path.isdir(run) else None
+        last = latest_checkpoint(run)
         if last is None:
-            raise DataError(f"{run}: no checkpoint to resume from")
+            raise DataError(f"{run}: no complete checkpoint to resume from")
         return last
+    if not os.path.isdir(value):
+        raise DataError(f"{value}: no such checkpoint folder")
     return value
 
 

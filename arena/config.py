@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+import torch
 import yaml
 from trl import SFTConfig
 
@@ -71,6 +72,13 @@ class TrainConfig(SFTConfig):
     logging_steps: float = 10
     save_total_limit: int | None = 2
     report_to: None | str | list[str] = "none"
+
+    def __post_init__(self):
+        if self.bf16 is None and not self.fp16 and torch.cuda.is_available():
+            # unset: bf16 where the GPU has it (Ampere and newer), else fp16 (T4, V100, P100), as unsloth loads them
+            self.bf16 = torch.cuda.is_bf16_supported()
+            self.fp16 = not self.bf16
+        super().__post_init__()
 
 
 def save_config(path: str, *configs) -> None:

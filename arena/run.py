@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import glob
 import importlib.metadata
+import json
 import os
 import platform
+import re
 import subprocess
 
 import numpy as np
@@ -48,3 +51,26 @@ def versions() -> dict[str, str]:
     except (OSError, subprocess.CalledProcessError):
         out["git_commit"] = "unknown"
     return out
+
+
+def latest_checkpoint(run: str) -> str | None:
+    """The newest complete `checkpoint-N` in a run folder. The trainer writes trainer_state.json last, so a
+    checkpoint without a readable one was cut off while being written and is never picked."""
+    found = []
+    for path in glob.glob(os.path.join(run, "checkpoint-*")):
+        step = re.fullmatch(r"checkpoint-(\d+)", os.path.basename(path))
+        try:
+            with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+                json.load(f)
+        except (OSError, ValueError):
+            continue
+        if step:
+            found.append((int(step[1]), path))
+    return max(found)[1] if found else None
+
+
+def model_fingerprint(path: str, *settings) -> str:
+    """Identifies a model folder's weights (names, sizes, times) together with the settings that change scores."""
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) if os.path.isdir(path) else []
+    stats = [(os.path.basename(f), os.path.getsize(f), os.path.getmtime(f)) for f in files]
+    return json.dumps([os.path.abspath(path) if os.path.isdir(path) else path, stats, *settings])

@@ -8,6 +8,10 @@ them balanced by token count and the results gathered, so every process returns 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -42,14 +46,55 @@ def split_by_tokens(lengths: list[int], parts: int) -> list[list[int]]:
     return [sorted(s) for s in shards]
 
 
+class BatchCache:
+    """Finished scoring batches on disk, so that an interrupted run can resume where it stopped: one .npy file per
+    batch, named by a hash of what it scored (the model's fingerprint, the label ids and the batch's tokens)."""
+
+    def __init__(self, folder: str, fingerprint: str):
+        self.folder, self.fingerprint = folder, fingerprint
+        self.reused = self.computed = 0
+        os.makedirs(folder, exist_ok=True)
+
+    def path(self, seqs: list[list[int]]) -> str:
+        digest = hashlib.sha256(self.fingerprint.encode())
+        for seq in seqs:
+            digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
+        return os.path.join(self.folder, digest.hexdigest()[:32] + ".npy")
+
+    def get(self, seqs: list[list[int]]) -> np.ndarray | None:
+        path = self.path(seqs)
+        if not os.path.exists(path):
+            return None
+        self.reused += 1
+        return np.load(path)
+
+    def put(self, seqs: list[list[int]], probs: np.ndarray) -> None:
+        from arena.io import atomic_open
+
+        self.computed += 1
+        with atomic_open(self.path(seqs), "wb") as f:
+            np.save(f, probs)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @torch.inference_mode()
-def score_ids(model, seqs: list[list[int]], label_ids: list[int], pad_id: int, max_tokens: int, progress: bool = True) -> np.ndarray:
+def score_ids(
+    model, seqs: list[list[int]], label_ids: list[int], pad_id: int, max_tokens: int, progress: bool = True,
+    cache: BatchCache | None = None,
+) -> np.ndarray:
     """Probabilities [len(seqs), 3] (float64) for token sequences, in their order."""
     device = next(model.parameters()).device
     label_index = torch.tensor(label_ids, device=device)
     probs = np.zeros((len(seqs), 3))
     bar = tqdm(total=len(seqs), desc="scoring", unit="pair", disable=not progress or len(seqs) == 0)
     for batch in token_budget_batches([len(s) for s in seqs], max_tokens):
+        done = cache.get([seqs[i] for i in batch]) if cache is not None else None
+        if done is not None:
+            probs[batch] = done
+            bar.update(len(batch))
+            continue
         width = len(seqs[batch[0]])
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -67,14 +112,20 @@ def score_ids(model, seqs: list[list[int]], label_ids: list[int], pad_id: int, m
         ).logits[:, -1, :]
         chosen = logits.index_select(-1, label_index).float()
         probs[batch] = torch.softmax(chosen, dim=-1).double().cpu().numpy()
+        if cache is not None:
+            cache.put([seqs[i] for i in batch], probs[batch])
         bar.update(len(batch))
     bar.close()
     return probs
 
 
-def score_pairs(model, renderer: Renderer, pairs: list[Pair], max_tokens: int, tta: bool = False, state=None) -> np.ndarray:
+def score_pairs(
+    model, renderer: Renderer, pairs: list[Pair], max_tokens: int, tta: bool = False, state=None,
+    cache: BatchCache | None = None,
+) -> np.ndarray:
     """Probabilities [len(pairs), 3] in the pairs' order. `tta`: also score every pair with A and B swapped, map
-    those probabilities back and average. `state` (an accelerate PartialState) splits the work across processes."""
+    those probabilities back and average. `state` (an accelerate PartialState) splits the work across processes;
+    `cache` keeps finished batches on disk."""
     seqs = [r.ids for r in renderer.render_many(pairs)]
     if tta:
         seqs += [r.ids for r in renderer.render_many([p.swapped() for p in pairs])]
@@ -82,12 +133,12 @@ def score_pairs(model, renderer: Renderer, pairs: list[Pair], max_tokens: int, t
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
     if world == 1:
-        probs = score_ids(model, seqs, renderer.label_ids, pad_id, max_tokens)
+        probs = score_ids(model, seqs, renderer.label_ids, pad_id, max_tokens, cache=cache)
     else:
         from accelerate.utils import gather_object
 
         mine = split_by_tokens([len(s) for s in seqs], world)[rank]
-        local = score_ids(model, [seqs[i] for i in mine], renderer.label_ids, pad_id, max_tokens, progress=rank == 0)
+        local = score_ids(model, [seqs[i] for i in mine], renderer.label_ids, pad_id, max_tokens, rank == 0, cache)
         probs = np.zeros((len(seqs), 3))
         for i, p in gather_object(list(zip(mine, local.tolist()))):
             probs[i] = p
