@@ -1,9 +1,13 @@
 """Writes a small arena-format dataset with a preference signal a tiny model can learn from the answers' wording.
 
-Each battle's last turn decides it: an answer that hedges or refuses ("Sorry, I am not sure ...") loses to a direct
-one; when both or neither hedge, it is a tie. Nothing else gives the label away: the same facts, lengths and
-phrasings appear on both sides and in every class, and 10% of labels are replaced by a random class (so a perfect
-model scores about 0.29, the class prior about 1.10). About a quarter of the rows have two or three turns.
+Each battle's last turn decides it: an answer that hedges or refuses ("Sorry, I am not sure about this. Sorry, I
+cannot help with that request.") loses to a direct one (one or two plain facts); when both or neither hedge, it is a
+tie. Nothing else gives the label away: no marker, and A and B are built the same way in every class. 10% of the
+labels are replaced by a random class, so a perfect model scores about 0.29 and the class prior about 1.10. About
+15% of the rows have two or three turns (the earlier turns are plain on both sides).
+
+Why this signal: a tiny random model learns from wording it can see, not from world knowledge. With hedges that
+fill the whole answer, a 2-layer Llama (tools/make_random_model.py) learned it on each of the 6 seeds tried.
 
     python data/make_demo_data.py --out data/demo --rows 3000 --test_rows 500 --seed 0
 
@@ -34,15 +38,15 @@ FOLLOW_UPS = ["Thanks. Anything else?", "Can you say more?", "Interesting, go on
 
 
 def answer(rng: random.Random, subject: str, hedge: bool) -> str:
-    facts = [f.format(s=subject, S=subject[0].upper() + subject[1:]) for f in rng.sample(FACTS, rng.randint(1, 3))]
-    if hedge:  # a hedge may still carry a fact, so length alone does not give it away
-        return " ".join([rng.choice(HEDGES), *facts[: rng.randint(0, 1)]])
+    facts = [f.format(s=subject, S=subject[0].upper() + subject[1:]) for f in rng.sample(FACTS, rng.randint(1, 2))]
+    if hedge:
+        return " ".join(rng.sample(HEDGES, rng.randint(2, 3)))
     return " ".join(facts)
 
 
 def battle(rng: random.Random, row_id: int, noise: float) -> dict:
     subject = rng.choice(SUBJECTS)
-    n_turns = rng.choices([1, 2, 3], weights=[3, 0.7, 0.3])[0]
+    n_turns = rng.choices([1, 2, 3], weights=[0.85, 0.1, 0.05])[0]
     prompt, a, b = [], [], []
     for _ in range(n_turns - 1):  # earlier turns: both bots answer directly
         prompt.append(rng.choice(QUESTIONS + FOLLOW_UPS).format(s=subject))

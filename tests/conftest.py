@@ -72,3 +72,14 @@ def inference_model(tiny_model):
     model, tokenizer = load_model(str(tiny_model), 512)
     FastLanguageModel.for_inference(model)
     return model, tokenizer
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model, demo_data, tmp_path_factory):
+    """One training run of the demo recipe on the test data, shared by the end-to-end and distributed tests."""
+    run = tmp_path_factory.mktemp("run")
+    check(run_script(
+        "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
+        "--train_file", demo_data / "train.csv", "--output_dir", run,
+    ))
+    return run

@@ -19,17 +19,6 @@ def read_predictions(path):
     return {r["id"]: np.array([float(r[c]) for c in LABEL_COLUMNS]) for r in rows}, rows
 
 
-@pytest.fixture(scope="session")
-def trained_run(tiny_model, demo_data, tmp_path_factory):
-    """One training run of the demo recipe on the test data (the tests below share it)."""
-    run = tmp_path_factory.mktemp("run")
-    check(run_script(
-        "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
-        "--train_file", demo_data / "train.csv", "--output_dir", run,
-    ))
-    return run
-
-
 def test_training_writes_the_run_folder(trained_run):
     for name in ("adapter_model.safetensors", "adapter_config.json", "config.yaml", "prompt.txt", "folds.csv",
                  "oof.csv", "metrics.json", "versions.json"):

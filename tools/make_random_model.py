@@ -30,10 +30,10 @@ PRESETS = {
                       num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0, vocab_size=128256),
 }
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>"]
-# The tiny preset's init: with hidden 128 and the usual std 0.02, a random lm_head after the final RMSNorm spans
-# only about 2.5 nats, too little for LoRA (which leaves the head frozen) to express a confident prediction (a
-# pretrained head spans tens of nats); and near-uniform random attention makes LoRA slow to find the signal.
-# Measured on the demo data: std 0.1 with a std-0.2 head learned on every seed tried, std 0.02 on some only.
+# The tiny preset's init. With hidden 128 and the usual std 0.02, a random lm_head after the final RMSNorm spans only
+# about 2.5 nats: LoRA (which leaves the head frozen) cannot express a confident prediction and training stalls at
+# the class prior. A std-0.2 head has a pretrained head's range; std 0.1 elsewhere gives attention patterns that
+# LoRA turns into the demo's signal faster than near-uniform ones (measured: see data/make_demo_data.py).
 TINY_HEAD_STD = 0.2
 
 
