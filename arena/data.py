@@ -531,7 +531,10 @@ def split_data(
     return Split(train, heldout, [(p.id, f) for p, f in zip(labelled, fold_ids)], dict(counts))
 
 
-def read_labelled(path: str, on_bad_row: str, bad_rows: BadRows | None, seed: int, seen_ids: dict, counts: Counter) -> list[Pair]:
+def read_labelled(
+    path: str, on_bad_row: str, bad_rows: BadRows, seed: int, seen_ids: dict, counts: Counter
+) -> list[Pair]:
+    """read_pairs for a training file: it must have labels; its row count goes to `counts`."""
     pairs = read_pairs(path, on_bad_row, bad_rows, seed, seen_ids)
     if any(p.label is None for p in pairs):
         raise DataError(f"{path}: no label columns ({', '.join(LABEL_COLUMNS)}); a training file needs labels")

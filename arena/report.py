@@ -42,7 +42,8 @@ def data_report(split: Split, renderer: Renderer, run: str) -> str:
     for q in PERCENTILES:
         name = "max" if q == 100 else f"p{q}"
         lines.append(f"  {name:<46}{int(np.percentile(needed, q)):>10}  {int(np.percentile(fitted, q)):>16}")
-    lines += ["fitting the budget", row("rows that lost earliest turns", dropped), row("rows with shortened texts", shortened)]
+    lines += ["fitting the budget", row("rows that lost earliest turns", dropped),
+              row("rows with shortened texts", shortened)]
     lines += ["flagged rows (the one_empty and identical columns of oof.csv)",
               row("answer empty on one side", sum(p.one_empty for p in pairs)),
               row("both answers identical", sum(p.identical for p in pairs))]

@@ -218,55 +218,59 @@ def test_extra_files_need_labels(tmp_path):
 # ---------------------------------------------------------------------------------------------------- bad input
 
 GOOD = arena("1", ["q"], ["a"], ["b"])
+LABELS = "/".join(LABEL_COLUMNS)
+HH_GOOD = hh("1", [("q", None)], "a", "b")
+UF_GOOD = {"id": "1", "prompt": "q", "chosen": messages("q", "a"), "rejected": messages("q", "b")}
 
-
-def row_case(suffix, bad_row, row_id, column, problem):
-    """A file whose row 2 is bad: (what the file holds, expected record)."""
-    return suffix, [GOOD, bad_row], (2, row_id, column, problem)
-
-
+# case: (file type, row 1 (good), row 2 (bad), the record of row 2: id, column, problem)
 ROW_CASES = {
-    "malformed JSON in a cell": row_case(".csv", GOOD | {"id": "2", "response_a": '["a'},
-                                         "2", "response_a", "invalid JSON (Unterminated string starting at: char 1); "
-                                         "expected a JSON list of strings"),
-    "malformed JSON in a JSON Lines cell": row_case(".jsonl", GOOD | {"id": "2", "prompt": "[1,"}, "2", "prompt",
-                                                    "invalid JSON (Expecting value: char 3); expected a JSON list of strings"),
-    "a number instead of a list": row_case(".jsonl", GOOD | {"id": "2", "response_b": 5}, "2", "response_b",
-                                           "expected a JSON list of strings, got int"),
-    "a number inside the list": row_case(".jsonl", GOOD | {"id": "2", "response_b": ["b", 7]}, "2", "response_b",
-                                         "expected a list of strings, got an item of type int"),
-    "an empty cell": row_case(".csv", GOOD | {"id": "2", "prompt": ""}, "2", "prompt",
-                              "empty cell; expected a JSON list of strings"),
-    "labels that are not one-hot": row_case(".csv", arena("2", ["q"], ["a"], ["b"], (1, 1, 0)), "2",
-                                            "winner_model_a/winner_model_b/winner_tie", "labels are not one-hot (1, 1, 0)"),
-    "a label that is not a number": row_case(".jsonl", arena("2", ["q"], ["a"], ["b"], ("yes", 0, 0)), "2",
-                                             "winner_model_a/winner_model_b/winner_tie",
-                                             "winner_model_a: label 'yes' is not a number"),
-    "a duplicate id": row_case(".parquet", arena("1", ["other"], ["a"], ["b"]), "1", "id",
-                               "duplicate id (first seen on row 1)"),
-    "a column missing in one JSON Lines row": row_case(".jsonl", {"id": "2", "prompt": ["q"], "response_a": ["a"]},
-                                                       "2", "response_b", "column missing in this row"),
-    "an HH-RLHF transcript without turns": (".jsonl", [hh("1", [("q", None)], "a", "b"), {"id": "2", "chosen": "no turns",
-                                            "rejected": "\n\nHuman: q\n\nAssistant: b"}], (2, "2", "chosen",
-                                            'no "Human: " turn found')),
-    "an UltraFeedback list without a user message": (".jsonl", [
-        {"id": "1", "prompt": "q", "chosen": messages("q", "a"), "rejected": messages("q", "b")},
-        {"id": "2", "prompt": None, "chosen": messages("q", "a")[1:], "rejected": messages("q", "b")}],
-        (2, "2", "chosen", "no user message found")),
+    "malformed JSON in a CSV cell": (
+        ".csv", GOOD, GOOD | {"id": "2", "response_a": '["a'},
+        ("2", "response_a", "invalid JSON (Unterminated string starting at: char 1); expected a JSON list of strings")),
+    "malformed JSON in a JSON Lines cell": (
+        ".jsonl", GOOD, GOOD | {"id": "2", "prompt": "[1,"},
+        ("2", "prompt", "invalid JSON (Expecting value: char 3); expected a JSON list of strings")),
+    "a number instead of a list": (
+        ".jsonl", GOOD, GOOD | {"id": "2", "response_b": 5},
+        ("2", "response_b", "expected a JSON list of strings, got int")),
+    "a number inside the list": (
+        ".jsonl", GOOD, GOOD | {"id": "2", "response_b": ["b", 7]},
+        ("2", "response_b", "expected a list of strings, got an item of type int")),
+    "an empty cell": (
+        ".csv", GOOD, GOOD | {"id": "2", "prompt": ""},
+        ("2", "prompt", "empty cell; expected a JSON list of strings")),
+    "labels that are not one-hot": (
+        ".csv", GOOD, arena("2", ["q"], ["a"], ["b"], (1, 1, 0)),
+        ("2", LABELS, "labels are not one-hot (1, 1, 0)")),
+    "a label that is not a number": (
+        ".jsonl", GOOD, arena("2", ["q"], ["a"], ["b"], ("yes", 0, 0)),
+        ("2", LABELS, "winner_model_a: label 'yes' is not a number")),
+    "a duplicate id": (
+        ".parquet", GOOD, arena("1", ["other"], ["a"], ["b"]),
+        ("1", "id", "duplicate id (first seen on row 1)")),
+    "a column missing in one JSON Lines row": (
+        ".jsonl", GOOD, {"id": "2", "prompt": ["q"], "response_a": ["a"]},
+        ("2", "response_b", "column missing in this row")),
+    "an HH-RLHF transcript without turns": (
+        ".jsonl", HH_GOOD, HH_GOOD | {"id": "2", "chosen": "no turns"},
+        ("2", "chosen", 'no "Human: " turn found')),
+    "an UltraFeedback list without a user message": (
+        ".jsonl", UF_GOOD, UF_GOOD | {"id": "2", "prompt": None, "chosen": messages("q", "a")[1:]},
+        ("2", "chosen", "no user message found")),
 }
 
 
 @pytest.mark.parametrize("case", list(ROW_CASES))
 def test_bad_row_stops_with_one_line_or_is_skipped_with_a_record(tmp_path, case):
-    suffix, rows, (row, row_id, column, problem) = ROW_CASES[case]
-    path = write_rows(tmp_path / f"train{suffix}", rows)
+    suffix, good, bad, (row_id, column, problem) = ROW_CASES[case]
+    path = write_rows(tmp_path / f"train{suffix}", [good, bad])
     with pytest.raises(DataError) as error:
         read_pairs(path)
-    assert str(error.value) == f"{path}: row {row} (id {row_id}), column {column}: {problem}"
+    assert str(error.value) == f"{path}: row 2 (id {row_id}), column {column}: {problem}"
     bad_rows = BadRows()
     pairs = read_pairs(path, on_bad_row="skip", bad_rows=bad_rows)
     assert [p.id for p in pairs] == ["1"]
-    assert bad_rows.rows == [(path, row, row_id, column, problem)]
+    assert bad_rows.rows == [(path, 2, row_id, column, problem)]
 
 
 def write_text(path, text, encoding="utf-8"):
