@@ -63,8 +63,8 @@ def encode_pieces(tokenizer, pieces: list[str]) -> list[list[int]]:
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     """`tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]`. A fast tokenizer with
-    no truncation or padding set is called directly, without offsets and the per-text conversion to Python objects
-    (about a quarter less CPU time on arena-sized texts)."""
+    no truncation or padding set is called directly, without offsets and the per-text conversion to Python objects:
+    the same ids for less CPU time (docs/BENCHMARKS.md)."""
     if not texts:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
