@@ -6,7 +6,8 @@
 
 With --adapter the base model, prompt template, labels and budget are those the run was trained with (read from
 the run folder). The output is `id,winner_model_a,winner_model_b,winner_tie`, written atomically; when the data
-has labels, metrics.json is written next to it and the log loss printed.
+has labels, metrics.json is written next to it and the log loss printed. With --on_bad_row skip, the skipped rows
+are listed in `<output>.bad_rows.csv` beside it (submission.csv -> submission.bad_rows.csv).
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers on import)
@@ -21,7 +22,7 @@ from accelerate import PartialState
 from trl import TrlParser
 
 from arena.config import DEFAULT_TEMPLATE, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config
-from arena.data import DataError, read_pairs
+from arena.data import BadRows, DataError, read_pairs
 from arena.io import write_json
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
 from arena.run import load_model, model_fingerprint, write_predictions
@@ -42,7 +43,10 @@ class InferArgs:
     labels: list[str] | None = field(default=None, metadata={"help": "Default: the run's, else ' A' ' B' ' Tie'."})
     max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
     load_in_4bit: bool = True
-    on_bad_row: str = field(default="error", metadata={"help": "'error' or 'skip' (skipped rows get no prediction)."})
+    on_bad_row: str = field(
+        default="error",
+        metadata={"help": "'error' or 'skip': skipped rows get no prediction and are listed in OUTPUT.bad_rows.csv."},
+    )
     resume: bool = field(
         default=False, metadata={"help": "Reuse the batches an interrupted run finished (cached beside the output)."}
     )
@@ -65,7 +69,14 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     labels = args.labels or run.get("labels") or list(DEFAULT_LABELS)
     max_length = args.max_length or run.get("max_length") or 3072
 
-    pairs = read_pairs(args.data_file, args.on_bad_row, seed=run.get("seed", 0))
+    bad_rows = BadRows()
+    pairs = read_pairs(args.data_file, args.on_bad_row, bad_rows, seed=run.get("seed", 0))
+    if args.on_bad_row == "skip" and state.is_main_process:
+        record = os.path.splitext(args.output_file)[0] + ".bad_rows.csv"
+        bad_rows.write(record)  # written even when empty: the record of this run
+        print(f"skipped {len(bad_rows)} bad rows, listed in {record}")
+    if not pairs:
+        raise DataError(f"{args.data_file}: no rows left to score")
     model, tokenizer = load_model(args.adapter or args.model_name_or_path, max_length, args.load_in_4bit)
     FastLanguageModel.for_inference(model)
     renderer = Renderer(tokenizer, read_template(template_file), labels, max_length)

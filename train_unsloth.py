@@ -10,7 +10,8 @@ label token carries loss. After training, the same model (in inference mode) sco
 
 Every setting is a flag (`--learning_rate 1e-4`) or a key in the --config YAML; see arena/config.py and trl's
 SFTConfig. The run folder (--output_dir) gets: the LoRA adapter and tokenizer, config.yaml, prompt.txt,
-folds.csv, oof.csv (held-out predictions), metrics.json and versions.json.
+folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; bad_rows.csv with --on_bad_row skip;
+only lengths.png (and bad_rows.csv) with --dry_run, which loads the tokenizer alone and trains nothing.
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers and trl on import)
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from datasets import Dataset
+from transformers import AutoTokenizer
 from trl import SFTTrainer, TrlParser
 
 from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, save_config
@@ -50,11 +52,15 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
     )
     for name, count in split.counts.items():
         log(f"{name}: {count}")
-    if bad_rows.rows:
-        log(f"bad rows skipped: {len(bad_rows.rows)} (listed in {run}/bad_rows.csv)")
+    if data_args.on_bad_row == "skip" and state.is_main_process:
+        bad_rows.write(os.path.join(run, "bad_rows.csv"))  # written even when empty: the record of this run
+        log(f"skipped rows are listed in {run}/bad_rows.csv")
 
-    # ---- model and prompt
-    model, tokenizer = load_model(model_args.model_name_or_path, args.max_length, model_args.load_in_4bit)
+    # ---- model and prompt (a dry run needs only the tokenizer)
+    if data_args.dry_run:
+        model, tokenizer = None, AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    else:
+        model, tokenizer = load_model(model_args.model_name_or_path, args.max_length, model_args.load_in_4bit)
     template = read_template(data_args.prompt_template)
     renderer = Renderer(tokenizer, template, data_args.labels, args.max_length)
     label_tokens = tokenizer.convert_ids_to_tokens(renderer.label_ids)
@@ -93,8 +99,6 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         shutil.copyfile(data_args.prompt_template, os.path.join(run, "prompt.txt"))
         write_json(os.path.join(run, "versions.json"), versions())
         write_folds(os.path.join(run, "folds.csv"), split.folds)
-        if bad_rows.rows:
-            bad_rows.write(os.path.join(run, "bad_rows.csv"))
 
     # ---- same-model scoring of the held-out fold
     if not split.heldout:

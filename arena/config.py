@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -16,6 +17,15 @@ from arena.prompts import DEFAULT_LABELS
 DEFAULT_TEMPLATE = "prompts/two_conversations.txt"
 ZERO_SHOT_TEMPLATE = "prompts/zero_shot.txt"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ListFlag(argparse.Action):
+    """A list flag that takes several values and can be repeated (`--train_file a.csv --train_file b.csv`); on the
+    command line it replaces the --config file's list rather than adding to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, (given if given is not self.default else []) + list(values))
 
 
 @dataclass
@@ -36,11 +46,13 @@ class ModelArgs:
 @dataclass
 class DataArgs:
     train_file: list[str] = field(
-        default_factory=list, metadata={"help": "Labelled file(s) split into folds; repeat or list several."}
+        default_factory=list,
+        metadata={"help": "Labelled file(s) split into folds; repeat or list several.", "action": ListFlag},
     )
     extra_file: list[str] = field(
         default_factory=list,
-        metadata={"help": "Extra training file(s), never held out (33k set, HH-RLHF, UltraFeedback, ...)."},
+        metadata={"help": "Extra training file(s), never held out (33k set, HH-RLHF, UltraFeedback, ...).",
+                  "action": ListFlag},
     )
     n_folds: int = 5
     fold: int = field(default=0, metadata={"help": "Held-out fold; -1 trains on every row and scores nothing."})

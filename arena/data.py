@@ -1,6 +1,6 @@
 """Reading preference data into one record type, `Pair`, and splitting it into folds.
 
-Formats: CSV, Parquet and JSON Lines. Shapes:
+Formats: CSV, Parquet, JSON Lines (and .json holding one array of rows). Shapes:
 - arena: `prompt`, `response_a`, `response_b` (JSON lists of turns, or native lists), optional `id` and the
   one-hot `winner_model_a`, `winner_model_b`, `winner_tie` (Kaggle train/test, the 33k set);
 - HH-RLHF: `chosen`, `rejected` transcripts with "\\n\\nHuman: " / "\\n\\nAssistant: " turns;
@@ -8,7 +8,8 @@ Formats: CSV, Parquet and JSON Lines. Shapes:
 Pairwise (chosen/rejected) rows are mapped to A/B by a seeded random swap; they have no ties.
 
 Bad input raises `DataError` with one line naming file, row, column and problem; with `on_bad_row="skip"` the row
-is skipped and recorded in `BadRows` instead, so nothing is dropped without a record.
+is skipped and recorded in `BadRows` instead, so nothing is dropped without a record. Row N is the N-th data row,
+counted from 1 (the header and blank lines are not rows): pandas' `df.iloc[N - 1]`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
@@ -66,6 +68,9 @@ class BadRows:
 
     rows: list[tuple[str, int, str, str, str]] = field(default_factory=list)
 
+    def __len__(self) -> int:
+        return len(self.rows)
+
     def add(self, error: RowError) -> None:
         self.rows.append((error.path, error.row, error.id, error.column, error.problem))
 
@@ -81,8 +86,8 @@ class BadRows:
 class RowError(DataError):
     def __init__(self, path: str, row: int, row_id: str, column: str, problem: str):
         self.path, self.row, self.id, self.column, self.problem = path, row, row_id, column, problem
-        where = f"row {row}" + (f" (id {row_id})" if row_id else "")
-        super().__init__(f"{path}: {where}, column {column}: {problem}")
+        where = f"row {row}" + (f" (id {row_id})" if row_id else "") + (f", column {column}" if column else "")
+        super().__init__(f"{path}: {where}: {problem}")
 
 
 # ---------------------------------------------------------------------------------------------------- text cells
@@ -97,26 +102,34 @@ def repair_text(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def parse_turns(value, column: str) -> list[str]:
-    """A cell of turns: a JSON-encoded list (the Kaggle CSVs) or a native list (Parquet / JSON Lines)."""
+def parse_list(value, expected: str) -> list:
+    """A cell holding a list: JSON-encoded (CSV) or native (Parquet / JSON Lines)."""
+    if value is None or value == "":
+        raise ValueError(f"empty cell; expected {expected}")
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as e:
-            raise ValueError(f"invalid JSON ({e.msg} at char {e.pos}); expected a JSON list of strings") from None
-    if hasattr(value, "tolist"):  # numpy arrays from Parquet
+            raise ValueError(f"invalid JSON ({e.msg}: char {e.pos}); expected {expected}") from None
+    if hasattr(value, "tolist"):  # numpy arrays
         value = value.tolist()
     if not isinstance(value, list):
-        raise ValueError(f"expected a list of strings, got {type(value).__name__}")
-    turns = []
-    for turn in value:
-        if turn is None:
-            turns.append("")
-        elif isinstance(turn, str):
-            turns.append(repair_text(turn))
-        else:
-            raise ValueError(f"expected a list of strings, found a {type(turn).__name__} item")
-    return turns
+        raise ValueError(f"expected {expected}, got {type(value).__name__}")
+    return value
+
+
+def text_or_empty(value, what: str) -> str:
+    """A turn's text: `null` and "" are both "", lone surrogates are repaired."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"expected {what}, got an item of type {type(value).__name__}")
+    return repair_text(value)
+
+
+def parse_turns(value) -> list[str]:
+    """A cell of turns: a list of strings (or nulls)."""
+    return [text_or_empty(turn, "a list of strings") for turn in parse_list(value, "a JSON list of strings")]
 
 
 def parse_label(row: dict) -> int:
@@ -140,8 +153,10 @@ def pad_turns(*lists: list[str]) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(x) + ("",) * (n - len(x)) for x in lists)
 
 
-def split_transcript(text: str) -> tuple[list[str], list[str]]:
+def split_transcript(text) -> tuple[list[str], list[str]]:
     """HH-RLHF transcript -> (human turns, assistant turns)."""
+    if not isinstance(text, str):
+        raise ValueError(f'expected a "Human: ... Assistant: ..." transcript, got {type(text).__name__}')
     humans, assistants = [], []
     for chunk in ("\n\n" + text.lstrip("\n")).split("\n\nHuman: ")[1:]:
         human, _, assistant = chunk.partition("\n\nAssistant: ")
@@ -152,15 +167,36 @@ def split_transcript(text: str) -> tuple[list[str], list[str]]:
     return humans, assistants
 
 
-def split_messages(value) -> tuple[list[str], list[str]]:
-    """UltraFeedback message list [{role, content}, ...] -> (user turns, assistant turns)."""
+MESSAGES = "a list of {role, content} messages"
+
+
+def parse_messages(value) -> list[tuple[str, str]]:
+    """[{role, content}, ...] (JSON or native) -> [(role, text), ...]."""
+    messages = []
+    for message in parse_list(value, MESSAGES):
+        if not isinstance(message, dict):
+            raise ValueError(f"expected {MESSAGES}, got an item of type {type(message).__name__}")
+        messages.append((message.get("role"), text_or_empty(message.get("content"), "text as a message's content")))
+    return messages
+
+
+def prompt_messages(value) -> list[tuple[str, str]]:
+    """UltraFeedback's `prompt` column: a message list (trl's conversational format) or the user's text."""
     if isinstance(value, str):
-        value = json.loads(value)
-    if hasattr(value, "tolist"):
-        value = value.tolist()
+        try:
+            return parse_messages(value)
+        except ValueError:
+            return [("user", repair_text(value))]
+    return parse_messages(value) if value is not None else []
+
+
+def split_messages(messages: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Messages -> (user turns, assistant turns); consecutive assistant messages join one turn, system
+    messages are left out."""
+    if not any(role == "user" for role, _ in messages):
+        raise ValueError("no user message found")
     users, assistants = [], []
-    for message in value:
-        role, content = message.get("role"), repair_text(message.get("content") or "")
+    for role, content in messages:
         if role == "user":
             users.append(content)
             assistants.append("")
@@ -169,83 +205,10 @@ def split_messages(value) -> tuple[list[str], list[str]]:
                 users.append("")
                 assistants.append("")
             assistants[-1] += content
-    if not users:
-        raise ValueError("no user message found")
     return users, assistants
 
 
 # ---------------------------------------------------------------------------------------------------- files
-
-
-def iter_rows(path: str):
-    """(row number, dict) for each data row; row 1 is the first row after the header."""
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a folder, expected a .csv, .parquet or .jsonl file")
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file")
-    if os.path.getsize(path) == 0:
-        raise DataError(f"{path}: file is empty")
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".csv":
-        yield from _csv_rows(path)
-    elif ext in (".jsonl", ".json"):
-        yield from _jsonl_rows(path)
-    elif ext in (".parquet", ".pq"):
-        yield from _parquet_rows(path)
-    else:
-        raise DataError(f"{path}: unknown file type {ext!r}; use .csv, .parquet or .jsonl")
-
-
-def _check_utf8(path: str) -> None:
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line})") from None
-
-
-def _csv_rows(path: str):
-    _check_utf8(path)
-    csv.field_size_limit(1 << 30)
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
-            raise DataError(f"{path}: file is empty")
-        for i, values in enumerate(reader, start=1):
-            if not values:
-                continue
-            if len(values) != len(header):
-                yield i, _BrokenRow(f"has {len(values)} fields, the header has {len(header)}")
-            else:
-                yield i, dict(zip(header, values))
-
-
-def _jsonl_rows(path: str):
-    _check_utf8(path)
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield i, _BrokenRow(f"invalid JSON line ({e.msg} at char {e.pos})")
-                continue
-            yield i, row if isinstance(row, dict) else _BrokenRow("line is not a JSON object")
-
-
-def _parquet_rows(path: str):
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{path}: cannot read Parquet ({str(e).splitlines()[0]})") from None
-    for i, row in enumerate(table.to_pylist(), start=1):
-        yield i, row
 
 
 class _BrokenRow(dict):
@@ -256,12 +219,134 @@ class _BrokenRow(dict):
         self.problem = problem
 
 
-def detect_shape(path: str, columns) -> str:
+def read_table(path: str) -> tuple[list[str], Iterator[tuple[int, dict]]]:
+    """(columns, rows) of a file; rows are (row number, dict), row 1 being the first data row (the header is not
+    counted); a row the format could not parse is a `_BrokenRow`."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, expected a .csv, .parquet or .jsonl file")
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: file is empty")
+    ext = os.path.splitext(path)[1].lower()
+    readers = {".csv": _csv_table, ".jsonl": _json_table, ".json": _json_table, ".parquet": _parquet_table,
+               ".pq": _parquet_table}
+    if ext not in readers:
+        raise DataError(f"{path}: unknown file type {ext!r}; use .csv, .parquet or .jsonl")
+    try:
+        return readers[ext](path)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+
+
+def _open_text(path: str):
+    # surrogatepass: lone surrogates written as UTF-8 bytes (as Python writes them) are read, then repaired
+    return open(path, encoding="utf-8-sig", errors="surrogatepass", newline="")
+
+
+def _not_utf8(path: str) -> DataError:
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        data.decode("utf-8", "surrogatepass")
+        return DataError(f"{path}: not UTF-8 text")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        return DataError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); save it as UTF-8")
+
+
+def _csv_table(path: str):
+    csv.field_size_limit(1 << 30)
+    f = _open_text(path)
+    reader = csv.reader(f, strict=True)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}: file is empty")
+    except csv.Error as e:
+        f.close()
+        raise DataError(f"{path}: malformed CSV header ({e})") from None
+    except BaseException:
+        f.close()
+        raise
+    return header, _csv_rows(path, f, reader, header)
+
+
+def _csv_rows(path: str, f, reader, header: list[str]):
+    """Blank lines are not rows (as in pandas): row N is the N-th record after the header."""
+    i, last_line = 0, reader.line_num
+    with f:
+        while True:
+            try:
+                values = next(reader, None)
+            except csv.Error as e:
+                # broken quoting: where the next row starts is unknown, so no later row can be trusted
+                raise DataError(f"{path}: row {i + 1} (from line {last_line + 1}): malformed CSV ({e})") from None
+            except UnicodeDecodeError:
+                raise _not_utf8(path) from None
+            if values is None:
+                return
+            first_line, last_line = last_line + 1, reader.line_num
+            if not values:
+                continue
+            i += 1
+            if len(values) == len(header):
+                yield i, dict(zip(header, values))
+            else:
+                lines = f"line {last_line}" if first_line == last_line else f"lines {first_line}-{last_line}"
+                yield i, _BrokenRow(f"has {len(values)} fields, the header has {len(header)} ({lines})")
+
+
+def _json_table(path: str):
+    """JSON Lines (one object per line), or a .json file holding one array of objects."""
+    with _open_text(path) as f:
+        text = f.read()
+    if path.lower().endswith(".json") and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: invalid JSON ({e.msg}: line {e.lineno}, column {e.colno})") from None
+        rows = [(i, item if isinstance(item, dict) else _BrokenRow("item is not a JSON object"))
+                for i, item in enumerate(items, start=1)]
+    else:
+        lines = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+        rows = [(i, _json_line(line, n)) for i, (n, line) in enumerate(lines, start=1)]
+    columns = {}
+    for _, row in rows:
+        columns.update(dict.fromkeys(row))
+    return list(columns), iter(rows)
+
+
+def _json_line(line: str, n: int) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        return _BrokenRow(f"invalid JSON on line {n} ({e.msg}: char {e.pos})")
+    return row if isinstance(row, dict) else _BrokenRow(f"line {n} is not a JSON object")
+
+
+def _parquet_table(path: str):
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path}: cannot read Parquet ({str(e).splitlines()[0]})") from None
+    rows = (row for batch in table.to_batches() for row in batch.to_pylist())
+    return table.column_names, enumerate(rows, start=1)
+
+
+def detect_shape(path: str, columns) -> tuple[str, bool]:
+    """The file's shape ("arena", "hh-rlhf" or "ultrafeedback") and whether it has the label columns."""
     columns = set(columns)
+    present = [c for c in LABEL_COLUMNS if c in columns]
+    if present and len(present) < len(LABEL_COLUMNS):
+        missing = [c for c in LABEL_COLUMNS if c not in columns]
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found {', '.join(present)})")
     if set(ARENA_COLUMNS) <= columns:
-        return "arena"
+        return "arena", bool(present)
     if set(PAIRWISE_COLUMNS) <= columns:
-        return "ultrafeedback" if "prompt" in columns else "hh-rlhf"
+        return ("ultrafeedback" if "prompt" in columns else "hh-rlhf"), False
     missing = [c for c in ARENA_COLUMNS if c not in columns]
     raise DataError(
         f"{path}: missing column(s) {', '.join(missing)}; expected the arena columns "
@@ -269,44 +354,43 @@ def detect_shape(path: str, columns) -> str:
     )
 
 
-def read_pairs(path: str, on_bad_row: str = "error", bad_rows: BadRows | None = None, seed: int = 0) -> list[Pair]:
+def read_pairs(
+    path: str,
+    on_bad_row: str = "error",
+    bad_rows: BadRows | None = None,
+    seed: int = 0,
+    seen_ids: dict[str, tuple[str, int]] | None = None,
+) -> list[Pair]:
     """Reads one file into Pairs. `on_bad_row`: "error" stops at the first bad row, "skip" records it in
-    `bad_rows` and goes on. File-level problems (missing file, unknown shape, no rows) always stop."""
+    `bad_rows` and goes on. File-level problems (missing file, unknown shape, no rows) always stop. `seen_ids`
+    ({id: (file, row)}) carries ids across files that must not share one."""
     if on_bad_row not in ("error", "skip"):
         raise DataError(f"on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     bad_rows = bad_rows if bad_rows is not None else BadRows()
-    pairs, seen_ids, shape, labelled = [], {}, None, False
+    seen_ids = {} if seen_ids is None else seen_ids
+    columns, rows = read_table(path)
     stem = os.path.splitext(os.path.basename(path))[0]
-    n_rows = 0
-    for i, row in iter_rows(path):
+    pairs, n_rows, shape, labelled = [], 0, None, False
+    for i, row in rows:
         n_rows += 1
         row_id = ""
         try:
             if isinstance(row, _BrokenRow):
-                raise RowError(path, i, "", "(row)", row.problem)
-            if shape is None:
-                shape = detect_shape(path, row.keys())
-                present = [c for c in LABEL_COLUMNS if c in row]
-                if present and len(present) < len(LABEL_COLUMNS):
-                    missing = [c for c in LABEL_COLUMNS if c not in row]
-                    raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found {', '.join(present)})")
-                labelled = bool(present)
-            row_id = str(row["id"]) if row.get("id") not in (None, "") else f"{stem}-{i}"
+                raise RowError(path, i, "", "", row.problem)
+            if shape is None:  # checked at the first readable row: a file of only broken rows has no columns
+                shape, labelled = detect_shape(path, columns)
+            row_id = repair_text(str(row["id"])) if row.get("id") not in (None, "") else f"{stem}-{i}"
             pair = _make_pair(path, i, row_id, row, shape, labelled, seed)
             if row_id in seen_ids:
-                raise RowError(path, i, row_id, "id", f"duplicate id (first seen on row {seen_ids[row_id]})")
-            seen_ids[row_id] = i
+                first_path, first_row = seen_ids[row_id]
+                where = f"row {first_row}" if first_path == path else f"{first_path} row {first_row}"
+                raise RowError(path, i, row_id, "id", f"duplicate id (first seen on {where})")
+            seen_ids[row_id] = (path, i)
             pairs.append(pair)
         except RowError as e:
             if on_bad_row == "error":
                 raise
             bad_rows.add(e)
-        except KeyError as e:
-            # a JSON Lines / Parquet row without a column the first row had
-            error = RowError(path, i, row_id, e.args[0], "column missing in this row")
-            if on_bad_row == "error":
-                raise error from None
-            bad_rows.add(error)
     if n_rows == 0:
         raise DataError(f"{path}: no data rows")
     return pairs
@@ -318,29 +402,30 @@ def _make_pair(path: str, i: int, row_id: str, row: dict, shape: str, labelled: 
         if shape == "arena":
             turns = []
             for column in ARENA_COLUMNS:
-                turns.append(parse_turns(row[column], column))
-            column = "winner_model_a/winner_model_b/winner_tie"
+                turns.append(parse_turns(row[column]))
+            column = "/".join(LABEL_COLUMNS)
             label = parse_label(row) if labelled else None
             prompt, a, b = pad_turns(*turns)
             return Pair(row_id, prompt, a, b, label, path)
+        sides = []
         if shape == "hh-rlhf":
-            column = "chosen"
-            prompt, chosen = split_transcript(row["chosen"])
-            column = "rejected"
-            prompt_r, rejected = split_transcript(row["rejected"])
-            if len(prompt_r) > len(prompt):
-                prompt = prompt_r
+            for column in PAIRWISE_COLUMNS:
+                sides.append(split_transcript(row[column]))
         else:
-            column = "chosen"
-            prompt, chosen = split_messages(row["chosen"])
-            column = "rejected"
-            prompt_r, rejected = split_messages(row["rejected"])
-            if len(prompt_r) > len(prompt):
-                prompt = prompt_r
-        prompt, chosen, rejected = pad_turns(prompt, chosen, rejected)
+            column = "prompt"
+            prompt = prompt_messages(row["prompt"])
+            for column in PAIRWISE_COLUMNS:
+                messages = parse_messages(row[column])
+                if not any(role == "user" for role, _ in messages):  # trl's format: the prompt is its own column
+                    messages = prompt + messages
+                sides.append(split_messages(messages))
+        (prompt, chosen), (prompt_r, rejected) = sides
+        prompt, chosen, rejected = pad_turns(max(prompt, prompt_r, key=len), chosen, rejected)
         if chosen_goes_to_b(seed, row_id):
             return Pair(row_id, prompt, rejected, chosen, 1, path)
         return Pair(row_id, prompt, chosen, rejected, 0, path)
+    except KeyError as e:  # a JSON Lines row without a column other rows have
+        raise RowError(path, i, row_id, e.args[0], "column missing in this row") from None
     except (ValueError, TypeError, AttributeError) as e:
         raise RowError(path, i, row_id, column, str(e).splitlines()[0] or type(e).__name__) from None
 
@@ -358,13 +443,13 @@ def prompt_key(pair: Pair) -> str:
     return json.dumps(pair.prompt, ensure_ascii=False)
 
 
-def pair_key(pair: Pair) -> str:
-    """Same prompt and the same two answers, in either order."""
+def pair_key(pair: Pair) -> bytes:
+    """Same prompt and the same two answers, in either order (a digest: the texts can be long)."""
     answers = sorted([json.dumps(pair.response_a, ensure_ascii=False), json.dumps(pair.response_b, ensure_ascii=False)])
-    return json.dumps([pair.prompt, *answers], ensure_ascii=False)
+    return hashlib.blake2b(json.dumps([pair.prompt, *answers], ensure_ascii=False).encode()).digest()
 
 
-def drop_duplicates(pairs: list[Pair], seen: set[str] | None = None) -> tuple[list[Pair], int]:
+def drop_duplicates(pairs: list[Pair], seen: set[bytes] | None = None) -> tuple[list[Pair], int]:
     """Keeps the first of each (prompt, answers) pair; `seen` carries keys across calls."""
     seen = set() if seen is None else seen
     kept = []
@@ -374,14 +459,6 @@ def drop_duplicates(pairs: list[Pair], seen: set[str] | None = None) -> tuple[li
             seen.add(key)
             kept.append(pair)
     return kept, len(pairs) - len(kept)
-
-
-def check_unique_ids(pairs: list[Pair]) -> None:
-    first = {}
-    for pair in pairs:
-        if pair.id in first:
-            raise DataError(f"{pair.source}: id {pair.id} also appears in {first[pair.id]}; ids must be unique")
-        first[pair.id] = pair.source
 
 
 def assign_folds(pairs: list[Pair], n_folds: int, seed: int) -> list[int]:
@@ -427,29 +504,39 @@ def split_data(
         raise DataError("no training data: give --train_file")
     if not -1 <= fold < n_folds:
         raise DataError(f"fold must be -1 (no held-out fold) or between 0 and {n_folds - 1}, got {fold}")
+    bad_rows = BadRows() if bad_rows is None else bad_rows
     counts = Counter()
-    labelled = []
+    labelled, seen_ids = [], {}  # ids are unique across the train files (folds.csv and oof.csv go by id)
     for path in train_files:
-        pairs = read_pairs(path, on_bad_row, bad_rows, seed)
-        unlabelled = next((p for p in pairs if p.label is None), None)
-        if unlabelled is not None:
-            raise DataError(f"{path}: no label columns ({', '.join(LABEL_COLUMNS)}); a training file needs labels")
-        counts[f"rows in {path}"] = len(pairs)
-        labelled += pairs
-    check_unique_ids(labelled)
-    seen: set[str] = set()
+        labelled += read_labelled(path, on_bad_row, bad_rows, seed, seen_ids, counts)
+    extras = [read_labelled(path, on_bad_row, bad_rows, seed, {}, counts) for path in extra_files]
+    seen: set[bytes] = set()
     labelled, counts["duplicates removed"] = drop_duplicates(labelled, seen)
     fold_ids = assign_folds(labelled, n_folds, seed)
     heldout = [p for p, f in zip(labelled, fold_ids) if f == fold]
     train = [p for p, f in zip(labelled, fold_ids) if f != fold]
     held_prompts = {prompt_key(p) for p in heldout}
-    for path in extra_files:
-        pairs = read_pairs(path, on_bad_row, bad_rows, seed)
-        counts[f"rows in {path}"] = len(pairs)
+    counts["extra rows left out (prompt in held-out fold)"] = 0
+    for pairs in extras:
         pairs, duplicates = drop_duplicates(pairs, seen)
         counts["duplicates removed"] += duplicates
         kept = [p for p in pairs if prompt_key(p) not in held_prompts]
         counts["extra rows left out (prompt in held-out fold)"] += len(pairs) - len(kept)
         train += kept
+    if not train:
+        raise DataError("no training rows left" + (f" ({len(bad_rows)} bad rows skipped)" if bad_rows else ""))
     counts["training rows"], counts["held-out rows"] = len(train), len(heldout)
+    if on_bad_row == "skip":
+        counts["bad rows skipped"] = len(bad_rows)
     return Split(train, heldout, [(p.id, f) for p, f in zip(labelled, fold_ids)], dict(counts))
+
+
+def read_labelled(
+    path: str, on_bad_row: str, bad_rows: BadRows, seed: int, seen_ids: dict, counts: Counter
+) -> list[Pair]:
+    """read_pairs for a training file: it must have labels; its row count goes to `counts`."""
+    pairs = read_pairs(path, on_bad_row, bad_rows, seed, seen_ids)
+    if any(p.label is None for p in pairs):
+        raise DataError(f"{path}: no label columns ({', '.join(LABEL_COLUMNS)}); a training file needs labels")
+    counts[f"rows read from {path}"] = len(pairs)
+    return pairs

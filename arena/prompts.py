@@ -26,6 +26,7 @@ USER_HEADER, BOT_HEADER, TURN_SEPARATOR = "User:", "\nBot {side}:", "\n\n"
 # A text longer than this many characters per budget token is cut before tokenizing: it cannot fit anyway,
 # and this keeps a 200,000-character answer from costing more than a budget-sized one.
 CHARS_PER_TOKEN_CAP = 16
+RENDER_CHUNK = 1024  # pairs per tokenizer batch
 
 
 def read_template(path: str) -> str:
@@ -61,9 +62,19 @@ def encode_pieces(tokenizer, pieces: list[str]) -> list[list[int]]:
 
 
 def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    """`tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]`. A fast tokenizer with
+    no truncation or padding set is called directly, without offsets and the per-text conversion to Python objects:
+    the same ids for less CPU time (docs/BENCHMARKS.md)."""
     if not texts:
         return []
-    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.truncation or backend.padding or not hasattr(backend, "encode_batch_fast"):
+        return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    before, backend.encode_special_tokens = backend.encode_special_tokens, True
+    try:
+        return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    finally:
+        backend.encode_special_tokens = before
 
 
 def label_token_ids(tokenizer, labels) -> list[int]:
@@ -86,6 +97,7 @@ class Rendered:
     turns: int  # turns in the pair
     dropped_turns: int  # earliest turns left out to fit the budget
     shortened_texts: int  # texts of the kept turns whose end was cut
+    full_length: int  # tokens the whole pair needs, label included (a text is counted up to the character cap)
 
 
 class Renderer:
@@ -120,23 +132,29 @@ class Renderer:
         return self.render_many([pair])[0]
 
     def render_many(self, pairs: list[Pair]) -> list[Rendered]:
+        return list(self.iter_render(pairs))
+
+    def iter_render(self, pairs: list[Pair], chunk: int = RENDER_CHUNK):
+        """Renders pairs one chunk at a time: a chunk's texts go to the tokenizer in one batch (a fast tokenizer
+        encodes a batch on all CPU cores), and memory holds one chunk's tokens, not the whole dataset's."""
         cap = CHARS_PER_TOKEN_CAP * self.max_length
-        texts = []
-        for pair in pairs:
-            for turn in zip(pair.prompt, pair.response_a, pair.response_b):
-                texts.extend(" " + (text or EMPTY_TEXT)[:cap] for text in turn)
-        encoded = iter(encode_pieces(self.tokenizer, texts))
-        out = []
-        for pair in pairs:
-            turns = [(next(encoded), next(encoded), next(encoded)) for _ in pair.prompt]
-            out.append(self._fit(turns))
-        return out
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start : start + chunk]
+            texts = [
+                " " + (text or EMPTY_TEXT)[:cap]
+                for pair in part
+                for turn in zip(pair.prompt, pair.response_a, pair.response_b)
+                for text in turn
+            ]
+            encoded = iter(encode_pieces(self.tokenizer, texts))
+            for pair in part:
+                yield self._fit([(next(encoded), next(encoded), next(encoded)) for _ in pair.prompt])
 
     def _fit(self, turns: list[tuple[list[int], list[int], list[int]]]) -> Rendered:
         user, (bot_a, bot_b), sep = len(self.user), self.bot, len(self.sep)
         base = self.overhead - 2 * user - len(bot_a) - len(bot_b)  # template, BOS and label
         costs = [2 * (user + len(p)) + len(bot_a) + len(bot_b) + len(a) + len(b) for p, a, b in turns]
-        total = base + sum(costs) + 2 * sep * (len(turns) - 1)
+        total = full_length = base + sum(costs) + 2 * sep * (len(turns) - 1)
         start = 0
         while total > self.max_length and start < len(turns) - 1:
             total -= costs[start] + 2 * sep
@@ -156,7 +174,7 @@ class Renderer:
                     ids += self.sep
                 ids += self.user + turn[0] + self.bot[side] + turn[1 + side]
             ids += part
-        return Rendered(ids, len(turns), start, shortened)
+        return Rendered(ids, len(turns), start, shortened, full_length)
 
 
 def fit_lengths(lengths: list[int], weights: list[int], room: int) -> list[int]:

@@ -10,41 +10,52 @@ import numpy as np
 from arena.data import CLASS_NAMES, Split
 from arena.prompts import Renderer
 
+TURN_BUCKETS = {"1": (1, 1), "2": (2, 2), "3": (3, 3), "4-5": (4, 5), "6-10": (6, 10), "11+": (11, np.inf)}
+PERCENTILES = (50, 90, 95, 99, 100)
+
 
 def data_report(split: Split, renderer: Renderer, run: str) -> str:
-    """A plain-text table; also saves a token-length histogram to `run`/lengths.png."""
+    """A plain-text table of the training and held-out rows; also saves a token-length histogram to
+    `run`/lengths.png."""
     pairs = split.train + split.heldout
-    rendered = renderer.render_many(pairs)
-    lengths = np.array([len(r.ids) + 1 for r in rendered])  # + the label token
-    turns = np.array([r.turns for r in rendered])
-    lines = [f"{'rows per source':<44}"]
-    for source, n in Counter(p.source for p in pairs).items():
-        lines.append(f"  {source:<42}{n:>10}")
+    n = len(pairs)
+    needed, fitted, turns, dropped, shortened = [], [], [], 0, 0
+    for r in renderer.iter_render(pairs):  # streamed: only the lengths are kept
+        needed.append(r.full_length)
+        fitted.append(len(r.ids) + 1)  # + the label token
+        turns.append(r.turns)
+        dropped += r.dropped_turns > 0
+        shortened += r.shortened_texts > 0
+    needed, fitted, turns = np.array(needed), np.array(fitted), np.array(turns)
+
+    def row(name, count, share=True):
+        return f"  {name:<46}{count:>10}" + (f"  {count / n:6.1%}" if share else "")
+
+    lines = ["rows per source (training and held-out, after duplicates and leaks are left out)"]
+    lines += [row(source, count) for source, count in Counter(p.source for p in pairs).items()]
     lines.append("class balance")
     classes = Counter(p.label for p in pairs)
-    for label, name in enumerate(CLASS_NAMES):
-        lines.append(f"  {name:<42}{classes[label]:>10}  {classes[label] / len(pairs):6.1%}")
+    lines += [row(name, classes[label]) for label, name in enumerate(CLASS_NAMES)]
     lines.append("turns per row")
-    for n, count in sorted(Counter(turns.tolist()).items()):
-        lines.append(f"  {n:<42}{count:>10}")
-    lines.append(f"tokens per row (budget {renderer.max_length}, label included)")
-    for q in (50, 90, 95, 99, 100):
-        lines.append(f"  {'p' + str(q):<42}{int(np.percentile(lengths, q)):>10}")
-    dropped = sum(r.dropped_turns > 0 for r in rendered)
-    shortened = sum(r.shortened_texts > 0 for r in rendered)
-    lines.append(f"{'rows that lost earliest turns':<44}{dropped:>10}  {dropped / len(pairs):6.1%}")
-    lines.append(f"{'rows with shortened texts':<44}{shortened:>10}  {shortened / len(pairs):6.1%}")
-    lines.append(f"{'answer empty on one side':<44}{sum(p.one_empty for p in pairs):>10}")
-    lines.append(f"{'both answers identical':<44}{sum(p.identical for p in pairs):>10}")
-    for name, count in split.counts.items():
-        lines.append(f"{name:<44}{count:>10}")
+    lines += [row(name, int(((turns >= low) & (turns <= high)).sum())) for name, (low, high) in TURN_BUCKETS.items()]
+    lines.append(f"{'tokens per row, label included':<48}{'needed':>10}  {'fitted to ' + str(renderer.max_length):>16}")
+    for q in PERCENTILES:
+        name = "max" if q == 100 else f"p{q}"
+        lines.append(f"  {name:<46}{int(np.percentile(needed, q)):>10}  {int(np.percentile(fitted, q)):>16}")
+    lines += ["fitting the budget", row("rows that lost earliest turns", dropped),
+              row("rows with shortened texts", shortened)]
+    lines += ["flagged rows (the one_empty and identical columns of oof.csv)",
+              row("answer empty on one side", sum(p.one_empty for p in pairs)),
+              row("both answers identical", sum(p.identical for p in pairs))]
+    lines.append("counts")
+    lines += [row(name, count, share=False) for name, count in split.counts.items()]
     png = os.path.join(run, "lengths.png")
-    save_histogram(png, lengths, renderer.max_length)
+    save_histogram(png, needed, fitted, renderer.max_length)
     lines.append(f"length histogram: {png}")
     return "\n".join(lines)
 
 
-def save_histogram(path: str, lengths: np.ndarray, budget: int) -> None:
+def save_histogram(path: str, needed: np.ndarray, fitted: np.ndarray, budget: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,9 +64,11 @@ def save_histogram(path: str, lengths: np.ndarray, budget: int) -> None:
     from arena.io import atomic_open
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.hist(lengths, bins=50, color="#4c72b0")
+    bins = np.linspace(0, max(2 * budget, 1), 61)
+    ax.hist(np.minimum(needed, bins[-1]), bins=bins, color="#dd8452", alpha=0.6, label="needed (capped at 2x budget)")
+    ax.hist(fitted, bins=bins, color="#4c72b0", alpha=0.6, label="fitted")
     ax.axvline(budget, color="#c44e52", linestyle="--", label=f"budget {budget}")
-    ax.set_xlabel("tokens per row (after fitting the budget)")
+    ax.set_xlabel("tokens per row, label included")
     ax.set_ylabel("rows")
     ax.legend()
     fig.tight_layout()

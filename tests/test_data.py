@@ -96,4 +96,4 @@ def test_corrupt_csv_gives_one_line_error_from_the_command_line(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last == f"error: {path}: row 2 (id 2), column prompt: invalid JSON (Expecting ',' delimiter at char 4); expected a JSON list of strings"
+    assert last == f"error: {path}: row 2 (id 2), column prompt: invalid JSON (Expecting ',' delimiter: char 4); expected a JSON list of strings"
