@@ -67,7 +67,8 @@ def test_dry_run_with_several_files_and_skipped_rows_keeps_a_record(tiny_model, 
                       (first, "21", demo[20]["id"], "winner_model_a/winner_model_b/winner_tie"),
                       (second, "16", demo[0]["id"], "id")]
     assert f"skipped rows are listed in {run}/bad_rows.csv" in result.stdout
-    assert table[first][0] + table[second][0] == 198 + 15
+    # rows per source count what is trained or held out: read rows less the skipped and the duplicates
+    assert table[first][0] + table[second][0] + table["duplicates removed"][0] == 198 + 15
     assert table[extra][0] == 30  # extra rows are never held out, and these share no prompt with the train files
     assert table["rows that lost earliest turns"][0] >= 10
     assert table["rows with shortened texts"][0] >= 5
