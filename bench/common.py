@@ -6,6 +6,7 @@ Nothing here imports unsloth: the training baseline runs in a process that must 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -190,8 +191,11 @@ def param_counts(model_dir: str) -> dict:
     head = model.get_output_embeddings().weight.numel()
     if config.tie_word_embeddings:
         head = 0
+    with open(os.path.join(model_dir, "config.json"), "rb") as f:
+        config_sha256 = hashlib.sha256(f.read()).hexdigest()[:16]  # which model the figures are of
     return {"params_total": total, "params_body": total - embeddings - head, "hidden_size": config.hidden_size,
-            "num_hidden_layers": config.num_hidden_layers, "vocab_size": config.vocab_size}
+            "num_hidden_layers": config.num_hidden_layers, "vocab_size": config.vocab_size,
+            "model_config_sha256": config_sha256}
 
 
 def weight_format(model) -> str:
