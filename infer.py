@@ -43,6 +43,7 @@ class InferArgs:
     labels: list[str] | None = field(default=None, metadata={"help": "Default: the run's, else ' A' ' B' ' Tie'."})
     max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
     load_in_4bit: bool = True
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead (wins over --load_in_4bit)."})
     on_bad_row: str = field(
         default="error",
         metadata={"help": "'error' or 'skip': skipped rows get no prediction and are listed in OUTPUT.bad_rows.csv."},
@@ -77,14 +78,15 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
         print(f"skipped {len(bad_rows)} bad rows, listed in {record}")
     if not pairs:
         raise DataError(f"{args.data_file}: no rows left to score")
-    model, tokenizer = load_model(args.adapter or args.model_name_or_path, max_length, args.load_in_4bit)
+    weights = (args.load_in_4bit, args.load_in_8bit)
+    model, tokenizer = load_model(args.adapter or args.model_name_or_path, max_length, *weights)
     FastLanguageModel.for_inference(model)
     renderer = Renderer(tokenizer, read_template(template_file), labels, max_length)
 
     folder, name = os.path.split(os.path.abspath(args.output_file))
     cache = BatchCache(
         os.path.join(folder, f".{name}.cache"),
-        model_fingerprint(args.adapter or args.model_name_or_path, args.load_in_4bit, renderer.label_ids),
+        model_fingerprint(args.adapter or args.model_name_or_path, *weights, renderer.label_ids),
     )
     if not args.resume and state.is_main_process:
         cache.remove()  # a fresh run: nothing stale is reused

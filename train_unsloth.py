@@ -22,7 +22,6 @@ import shutil
 import sys
 
 import numpy as np
-import torch
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoTokenizer
@@ -33,7 +32,7 @@ from arena.data import BadRows, DataError, split_data
 from arena.io import write_json
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
-from arena.run import latest_checkpoint, load_model, versions, write_predictions
+from arena.run import adapters_to_float32, latest_checkpoint, load_model, versions, write_predictions
 from arena.scoring import metrics, score_pairs
 
 
@@ -85,11 +84,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     if not unsloth.is_bfloat16_supported():
-        # trl stores QLoRA adapter weights in bf16; without native bf16 (most CPUs) every LoRA matmul is then
-        # emulated (3x slower here) and small updates round away. Keep them in float32 there.
-        for param in model.parameters():
-            if param.requires_grad and param.dtype == torch.bfloat16:
-                param.data = param.data.float()
+        adapters_to_float32(model)
     result = trainer.train(resume_from_checkpoint=resume_path(args.resume_from_checkpoint, run))
 
     # ---- save

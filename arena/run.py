@@ -12,17 +12,31 @@ import re
 import subprocess
 
 import numpy as np
+import torch
 
 from arena.data import LABEL_COLUMNS, Pair
 from arena.io import atomic_open
 
 
-def load_model(name: str, max_length: int, load_in_4bit: bool = True):
+def load_model(name: str, max_length: int, load_in_4bit: bool = True, load_in_8bit: bool = False):
     """unsloth's loader for a base model or a saved LoRA adapter folder (its base is read from
-    adapter_config.json and the adapter put on top). Returns (model, tokenizer)."""
+    adapter_config.json and the adapter put on top). Returns (model, tokenizer). Weights: 4-bit NF4, or 8-bit
+    (bitsandbytes LLM.int8; wins over `load_in_4bit`), or neither: 16-bit."""
     from unsloth import FastLanguageModel
 
-    return FastLanguageModel.from_pretrained(model_name=name, max_seq_length=max_length, load_in_4bit=load_in_4bit)
+    return FastLanguageModel.from_pretrained(
+        model_name=name, max_seq_length=max_length, load_in_4bit=load_in_4bit and not load_in_8bit,
+        load_in_8bit=load_in_8bit,
+    )
+
+
+def adapters_to_float32(model) -> None:
+    """trl stores QLoRA adapter weights in bf16; without native bf16 (most CPUs) every LoRA matmul is then
+    emulated (3x slower here) and small updates round away. Call after building the trainer, where bf16 is not
+    native, to keep them in float32."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
 
 
 def write_predictions(path: str, pairs: list[Pair], probs: np.ndarray, extra: dict[str, list] | None = None) -> None:

@@ -1,0 +1,98 @@
+"""The benchmark scripts' CPU smoke modes, run as a user runs them, on the tiny model: their result files have the
+GPU results' keys and sane values. Nothing here asserts a speed (a CPU run on a tiny model says nothing about it)."""
+
+import json
+
+import pytest
+
+from bench.train_speed import longest_fitting
+from conftest import check, run_script
+
+PATHS = ("unsloth", "baseline")
+
+
+@pytest.fixture(scope="module")
+def train_smoke(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train-smoke")
+    check(run_script("bench/train_speed.py", "--cpu_smoke", "--model", tiny_model, "--find_max_len",
+                     "--results", out / "train.json", "--max_len_results", out / "max_len.json"))
+    return out
+
+
+def test_train_smoke_measures_both_paths_on_the_same_batches(train_smoke):
+    records = json.loads((train_smoke / "train.json").read_text())
+    assert [r["seq_len"] for r in records] == [128, "mix"]
+    for r in records:
+        assert r["device"].startswith("cpu")
+        for path in PATHS:
+            assert r[f"{path}_tokens_per_s"] > 0 and 0 < r[f"{path}_peak_gib"] < 64 and r[f"{path}_mfu"] > 0
+            d = r[path]
+            assert d["tokens_measured"] == sum(d["step_tokens"][d["warmup_steps"]:]) > 0
+            assert d["trainer_num_tokens"] == sum(d["step_tokens"])  # the trainer trained on the planned rows
+            assert len(d["step_seconds"]) == d["warmup_steps"] + d["steps"] - 1
+            assert d["weights"] == "nf4" and d["params_total"] > d["params_body"] > 0
+        assert r["unsloth"]["unsloth_imported"] and not r["baseline"]["unsloth_imported"]
+        assert r["same_batches"]  # identical token ids in identical batches on both paths
+        # same weights, same 4-bit quantization, LoRA B = 0: the first step's loss is the same model's loss
+        assert r["first_loss_rel_diff"] < 1e-3
+        assert r["speedup"] > 0 and r["memory_ratio"] > 0
+    mix = records[1]["unsloth"]["row_tokens"]
+    assert mix["min"] < mix["max"] <= 256  # the mix really mixes lengths, under its budget
+    assert records[1]["unsloth"]["how"]["loader"].startswith("arena.run.load_model")
+
+
+def test_train_smoke_finds_the_longest_row(train_smoke):
+    [record] = json.loads((train_smoke / "max_len.json").read_text())
+    for path in PATHS:
+        assert record[f"{path}_max_len"] == 512 and record[path]["stopped"] == "cap"  # nothing runs out on a CPU
+        assert record[path]["trials"][0]["fits"] and record[path]["trials"][0]["peak_gib"] > 0
+
+
+def test_plot_reads_the_training_results(train_smoke):
+    png = train_smoke / "train.png"
+    check(run_script("bench/plot_train.py", "--results", train_smoke / "train.json", "--out", png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_infer_smoke_naive_and_ours_agree(tiny_model, tmp_path):
+    out = tmp_path / "infer.json"
+    check(run_script("bench/infer_speed.py", "--cpu_smoke", "--model", tiny_model, "--results", out))
+    result = json.loads(out.read_text())
+    assert result["device"].startswith("cpu")
+    assert result["naive_pairs_per_s"] > 0 and result["ours_pairs_per_s"] > 0 and result["speedup"] > 0
+    # naive and ours agree for every weights, with and without TTA (bf16 and 8bit: on a sample scored both ways)
+    assert set(result["max_abs_diff"]) == {"4bit", "4bit:tta", "bf16", "8bit"}
+    assert all(diff < 1e-4 for diff in result["max_abs_diff"].values())
+    assert result["max_abs_diff_pairs"]["4bit"] == 16
+    assert result["best_max_tokens"]["4bit"] in (1024, 4096)
+    runs = {(r["weights"], r["method"], r["tta"]): r for r in result["runs"] if r["method"] != "sweep"}
+    assert len(runs) == 6
+    for (weights, method, tta), r in runs.items():
+        assert r["pairs_per_s"] > 0 and r["n_pairs"] == 16 and 0 < r["roofline_fraction"]
+        assert r["sequences"] == 16 * (2 if tta else 1) and r["padded_tokens"] >= r["real_tokens"]
+        # ours computes the logits of one position per row; naive those of every position
+        assert (r["logits_positions_max"] == 1) == (method == "ours")
+    assert runs[("4bit", "ours", False)]["weights_loaded"] == "nf4"
+
+
+def test_longest_fitting_doubles_then_bisects():
+    tried = []
+
+    def fits(n):
+        tried.append(n)
+        return n <= 5000
+
+    result = longest_fitting(fits, 1024, 65536, 256, lambda: 1e9)
+    assert result["stopped"] == "resolution" and 5000 - 256 < result["max_len"] <= 5000 < result["first_failed"]
+    assert result["first_failed"] - result["max_len"] <= 256
+    assert tried[:4] == [1024, 2048, 4096, 8192]  # doubling until the first failure, then bisection
+    assert [t["length"] for t in result["trials"]] == tried
+
+
+def test_longest_fitting_stops_at_the_cap_the_start_and_the_deadline():
+    assert longest_fitting(lambda n: True, 1024, 8192, 256, lambda: 1e9)["stopped"] == "cap"
+    assert longest_fitting(lambda n: True, 1024, 8192, 256, lambda: 1e9)["max_len"] == 8192
+    assert longest_fitting(lambda n: False, 1024, 8192, 256, lambda: 1e9)["stopped"] == "start"
+    # after one trial there is no time left for a longer (so slower) one
+    result = longest_fitting(lambda n: True, 1024, 8192, 256, lambda: 0.0)
+    assert result["stopped"] == "time" and [t["length"] for t in result["trials"]] == [1024]
