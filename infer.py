@@ -18,14 +18,13 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-from accelerate import PartialState
 from trl import TrlParser
 
 from arena.config import DEFAULT_TEMPLATE, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config
 from arena.data import BadRows, DataError, read_pairs
 from arena.io import write_json
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
-from arena.run import load_model, model_fingerprint, write_predictions
+from arena.run import load_model, model_fingerprint, process_state, write_predictions
 from arena.scoring import BatchCache, metrics, score_pairs
 
 
@@ -54,7 +53,7 @@ class InferArgs:
 
 
 def main(args: InferArgs, score_args: ScoreArgs) -> None:
-    state = PartialState()
+    state = process_state()
     if bool(args.adapter) == bool(args.model_name_or_path):
         raise DataError("give either --adapter RUN_FOLDER or --model BASE_MODEL (zero-shot)")
     if not args.data_file:

@@ -22,7 +22,6 @@ import shutil
 import sys
 
 import numpy as np
-from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import SFTTrainer, TrlParser
@@ -32,12 +31,14 @@ from arena.data import BadRows, DataError, split_data
 from arena.io import write_json
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
-from arena.run import adapters_to_float32, latest_checkpoint, load_model, versions, write_predictions
+from arena.run import (
+    adapters_to_float32, latest_checkpoint, load_model, process_state, versions, write_predictions,
+)
 from arena.scoring import metrics, score_pairs
 
 
 def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
-    state = PartialState()
+    state = process_state()
     log = state.print
     run = args.output_dir
     if not model_args.model_name_or_path:

@@ -39,6 +39,15 @@ def adapters_to_float32(model) -> None:
             param.data = param.data.float()
 
 
+def process_state():
+    """This process's place among those `accelerate launch` / torchrun started (one process without a launcher).
+    Without a GPU, accelerate joins the process group only when asked for CPU (gloo)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def write_predictions(path: str, pairs: list[Pair], probs: np.ndarray, extra: dict[str, list] | None = None) -> None:
     """`id, winner_model_a, winner_model_b, winner_tie` (the Kaggle submission), then any `extra` columns."""
     extra = extra or {}

@@ -12,9 +12,12 @@ import pytest
 
 from conftest import ROOT, check, run_script
 
-# Two processes on two cores train with per-device batch 8 (global 16, as the single run) but see other batches
-# in another order, so the held-out log loss differs by optimisation noise, not by a pipeline difference.
-LOG_LOSS_TOLERANCE = 0.15
+# With accelerate's split_batches, two processes take halves of the very batches one process takes, so they compute
+# the same gradients up to the order of float additions: measured 2e-6 apart after 60 steps. (Without it, each
+# process draws its own batches: a valid run, but another trajectory, and this tiny model's learning curve is
+# too steep for a tolerance that would still catch a bug.)
+LOG_LOSS_TOLERANCE = 1e-3
+SHORT_RUN = ["--config", "configs/demo.yaml", "--max_steps", "60", "--per_device_train_batch_size", "16"]
 
 
 def free_port() -> int:
@@ -30,20 +33,22 @@ def launch(*args, processes=2):
     return check(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900))
 
 
-def test_two_process_training_matches_a_single_process_run(trained_run, tiny_model, demo_data, tmp_path):
-    run = tmp_path / "ddp"
-    launch("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
-           "--train_file", demo_data / "train.csv", "--output_dir", run, "--per_device_train_batch_size", "8")
-    single = json.loads((trained_run / "metrics.json").read_text())
-    multi = json.loads((run / "metrics.json").read_text())
+def test_two_process_training_matches_a_single_process_run(tiny_model, demo_data, tmp_path):
+    data = ["--model", tiny_model, "--train_file", demo_data / "train.csv"]
+    check(run_script("train_unsloth.py", *SHORT_RUN, *data, "--output_dir", tmp_path / "one"))
+    launch("train_unsloth.py", *SHORT_RUN, *data, "--output_dir", tmp_path / "two",
+           "--accelerator_config", '{"split_batches": true}')
+    single = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    multi = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert single["world_size"] == 1 and multi["world_size"] == 2
     assert multi["n"] == single["n"]  # every held-out row scored once, gathered from both processes
-    with open(run / "oof.csv") as f:
+    with open(tmp_path / "two" / "oof.csv") as f:
         ids = [r["id"] for r in csv.DictReader(f)]
     assert len(ids) == len(set(ids)) == single["n"]
-    assert multi["log_loss"] < 0.8  # it learned
+    assert single["log_loss"] < 1.0  # 60 steps already moved it off the class prior: the match means something
     assert abs(multi["log_loss"] - single["log_loss"]) < LOG_LOSS_TOLERANCE
-    assert not list(run.glob("metrics*.json"))[1:]  # one metrics.json, written by the main process only
+    assert abs(multi["train_loss"] - single["train_loss"]) < LOG_LOSS_TOLERANCE
+    assert [p.name for p in (tmp_path / "two").glob("*.json")].count("metrics.json") == 1
 
 
 def test_two_process_inference_equals_one_process(trained_run, demo_data, tmp_path):
