@@ -1,6 +1,8 @@
 """Shared fixtures: the demo data, a tiny random Llama built like a hub checkpoint, and the real tokenizers from
 ../shared/tokenizers (tests that need them are skipped when that folder is absent)."""
 
+import unsloth  # noqa: F401  (first, as in the scripts: it patches transformers, peft and trl on import)
+
 import os
 import subprocess
 import sys
