@@ -2,7 +2,7 @@
 folder that loads exactly like a hub checkpoint (no model hub needed).
 
     python tools/make_random_model.py --out runs/demo-model --corpus data/demo/train.csv            # tiny Llama
-    python tools/make_random_model.py --out /tmp/llama3-8b --preset llama3-8b --corpus data/demo/train.csv
+    python tools/make_random_model.py --out runs/llama3-8b --preset llama3-8b --corpus data/demo/train.csv
 
 Presets: `tiny` (2 layers, hidden 128: the demo and the tests) and `llama3-8b` (Llama-3-8B's shape: speed and
 memory do not depend on the weights' values). The tokenizer is a byte-level BPE trained on the corpus files' text
