@@ -28,7 +28,7 @@ from trl import SFTTrainer, TrlParser
 
 from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, save_config
 from arena.data import BadRows, DataError, split_data
-from arena.io import write_json
+from arena.io import atomic_open, write_json
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
 from arena.run import (
@@ -140,8 +140,6 @@ def resume_path(value, run: str):
 
 
 def write_folds(path: str, folds: list[tuple[str, int]]) -> None:
-    from arena.io import atomic_open
-
     with atomic_open(path) as f:
         f.write("id,fold\n")
         f.writelines(f"{row_id},{fold}\n" for row_id, fold in folds)

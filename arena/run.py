@@ -42,7 +42,6 @@ def adapters_to_float32(model) -> None:
 def process_state():
     """This process's place among those `accelerate launch` / torchrun started (one process without a launcher).
     Without a GPU, accelerate joins the process group only when asked for CPU (gloo)."""
-    import torch
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())

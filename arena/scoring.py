@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from arena.data import Pair
+from arena.io import atomic_open
 from arena.prompts import Renderer
 
 SWAP_BACK = [1, 0, 2]  # columns of a swapped pair's probabilities, in the original A/B order
@@ -69,8 +70,6 @@ class BatchCache:
         return np.load(path)
 
     def put(self, seqs: list[list[int]], probs: np.ndarray) -> None:
-        from arena.io import atomic_open
-
         self.computed += 1
         with atomic_open(self.path(seqs), "wb") as f:
             np.save(f, probs)
