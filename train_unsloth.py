@@ -108,6 +108,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         "world_size": state.num_processes,
         "train_rows": len(split.train),
         "train_loss": result.training_loss,
+        "train_seconds": result.metrics["train_runtime"],
         "tta": score_args.tta,
     }
     if state.is_main_process:

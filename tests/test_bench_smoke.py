@@ -96,3 +96,15 @@ def test_longest_fitting_stops_at_the_cap_the_start_and_the_deadline():
     # after one trial there is no time left for a longer (so slower) one
     result = longest_fitting(lambda n: True, 1024, 8192, 256, lambda: 0.0)
     assert result["stopped"] == "time" and [t["length"] for t in result["trials"]] == [1024]
+
+
+def test_adapter_dtype_benchmark_runs_both_modes_on_the_same_data(tiny_model, demo_data, tmp_path):
+    out = tmp_path / "dtype.json"
+    check(run_script("bench/adapter_dtype.py", "--steps", "2", "--repeats", "1", "--model", tiny_model,
+                     "--train_file", demo_data / "train.csv", "--results", out))
+    result = json.loads(out.read_text())
+    assert set(result["median_seconds"]) == {"bf16", "float32"}
+    assert all(len(s) == 1 and s[0] > 0 for s in result["train_seconds"].values())
+    # the same model and batches; only the adapters' dtype differs, so two steps give nearly the same loss
+    losses = result["train_loss"]
+    assert abs(losses["bf16"] - losses["float32"]) < 1e-2 * losses["float32"]
