@@ -42,10 +42,7 @@ def main() -> None:
     parser.add_argument("--model", default="runs/demo-model", help="made by `make demo`")
     parser.add_argument("--train_file", default="data/demo/train.csv")
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results", "adapter_dtype_cpu.json"))
-    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args()
-    if args.child:
-        return child(args.child, rest)
+    args = parser.parse_args()
 
     seconds = {mode: [] for mode in MODES}
     metrics = {}
@@ -78,4 +75,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:  # one run: --child MODE, then train_unsloth.py's arguments
+        child(sys.argv[2], sys.argv[3:])
+    else:
+        main()
