@@ -4,8 +4,8 @@ arena.scoring.score_pairs (length-sorted token-budget batches, left padding, log
 logits, then the last real position). Weights: 4-bit, 8-bit or 16-bit (arena.run.load_model); with and without
 swap TTA; and a sweep of the token budget.
 
-    python bench/infer_speed.py --model /tmp/llama3-8b                          # the default plan, 2000 pairs
-    python bench/infer_speed.py --model /tmp/llama3-8b --plan 4bit:ours 4bit:naive --skip_done
+    python bench/infer_speed.py --model runs/llama3-8b                          # the default plan, 2000 pairs
+    python bench/infer_speed.py --model runs/llama3-8b --plan 4bit:ours 4bit:naive --skip_done
     python bench/infer_speed.py --cpu_smoke                                     # tiny model (CI)
 
 --plan lists runs as WEIGHTS:METHOD[:tta], WEIGHTS one of 4bit, 8bit, bf16 and METHOD one of sweep (ours at each

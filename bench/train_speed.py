@@ -3,9 +3,9 @@ FastLanguageModel.get_peft_model, trl's SFTTrainer on rows from arena.prompts.tr
 transformers + peft + bitsandbytes 4-bit QLoRA baseline (SDPA attention, standard gradient checkpointing), with
 the same model, LoRA settings, trainer arguments and batches.
 
-    python bench/train_speed.py --model /tmp/llama3-8b --seq_lens 1024 2048 4096 mix        # both paths
-    python bench/train_speed.py --model /tmp/llama3-8b --paths baseline --skip_done         # what is missing
-    python bench/train_speed.py --model /tmp/llama3-8b --seq_lens --find_max_len            # longest at batch 1
+    python bench/train_speed.py --model runs/llama3-8b --seq_lens 1024 2048 4096 mix        # both paths
+    python bench/train_speed.py --model runs/llama3-8b --paths baseline --skip_done         # what is missing
+    python bench/train_speed.py --model runs/llama3-8b --seq_lens --find_max_len            # longest at batch 1
     python bench/train_speed.py --cpu_smoke                                                 # tiny model (CI)
 
 Each path runs in a process of its own: unsloth patches transformers and trl when imported, so the baseline's
