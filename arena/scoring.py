@@ -125,11 +125,8 @@ def score_pairs(
     """Probabilities [len(pairs), 3] in the pairs' order. `tta`: also score every pair with A and B swapped, map
     those probabilities back and average. `state` (an accelerate PartialState) splits the work across processes;
     `cache` keeps finished batches on disk."""
-    seqs = [r.ids for r in renderer.render_many(pairs)]
-    if tta:
-        seqs += [r.ids for r in renderer.render_many([p.swapped() for p in pairs])]
-    tokenizer = renderer.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = pair_sequences(renderer, pairs, tta)
+    pad_id = pad_token_id(renderer.tokenizer)
     world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
     if world == 1:
         probs = score_ids(model, seqs, renderer.label_ids, pad_id, max_tokens, cache=cache)
@@ -141,10 +138,25 @@ def score_pairs(
         probs = np.zeros((len(seqs), 3))
         for i, p in gather_object(list(zip(mine, local.tolist()))):
             probs[i] = p
+    return average_swapped(probs, len(pairs)) if tta else probs
+
+
+def pair_sequences(renderer: Renderer, pairs: list[Pair], tta: bool = False) -> list[list[int]]:
+    """The prompt token ids of every pair; with `tta`, followed by those of every pair with A and B swapped."""
+    seqs = [r.ids for r in renderer.render_many(pairs)]
     if tta:
-        n = len(pairs)
-        probs = (probs[:n] + probs[n:][:, SWAP_BACK]) / 2
-    return probs
+        seqs += [r.ids for r in renderer.render_many([p.swapped() for p in pairs])]
+    return seqs
+
+
+def pad_token_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def average_swapped(probs: np.ndarray, n: int) -> np.ndarray:
+    """[2n, 3] probabilities of n pairs, then of the same pairs swapped -> [n, 3]: the swapped ones mapped back to
+    the original A/B order, then averaged."""
+    return (probs[:n] + probs[n:][:, SWAP_BACK]) / 2
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:

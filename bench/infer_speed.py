@@ -35,7 +35,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from arena.data import DataError  # noqa: E402
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template  # noqa: E402
 from arena.run import load_model, versions  # noqa: E402
-from arena.scoring import SWAP_BACK, score_pairs, token_budget_batches  # noqa: E402
+from arena.scoring import (  # noqa: E402
+    average_swapped, pad_token_id, pair_sequences, score_pairs, token_budget_batches,
+)
 from bench.common import (  # noqa: E402
     ROOT, TEMPLATE, Deadline, LengthProfile, arena_like_pairs, build_tiny_model, chars_per_token, device_name,
     free_memory, is_oom, length_stats, matmul_tflops, param_counts, peak_memory, read_json, reset_peak_memory,
@@ -247,9 +249,7 @@ class Bench:
 
     def work(self, renderer, pairs, method: str, tta: bool, max_tokens: int) -> dict:
         """Token counts of a run: real, padded (what the model computes), and the useful FLOPs (module doc)."""
-        lengths = [len(r.ids) for r in renderer.render_many(pairs)]
-        if tta:
-            lengths += [len(r.ids) for r in renderer.render_many([p.swapped() for p in pairs])]
+        lengths = [len(seq) for seq in pair_sequences(renderer, pairs, tta)]
         if method == "naive":
             size = self.args.naive_batch_size
             padded = sum(len(lengths[i : i + size]) * max(lengths[i : i + size]) for i in range(0, len(lengths), size))
@@ -301,11 +301,8 @@ class Bench:
 def naive_scores(model, renderer: Renderer, pairs, batch_size: int, tta: bool) -> np.ndarray:
     """The straightforward loop: batches of `batch_size` in input order, right padding, the model's full logits,
     then the last real position's logits over the label tokens."""
-    seqs = [r.ids for r in renderer.render_many(pairs)]
-    if tta:
-        seqs += [r.ids for r in renderer.render_many([p.swapped() for p in pairs])]
-    tokenizer = renderer.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = pair_sequences(renderer, pairs, tta)
+    pad_id = pad_token_id(renderer.tokenizer)
     device = next(model.parameters()).device
     label_index = torch.tensor(renderer.label_ids, device=device)
     probs = np.zeros((len(seqs), 3))
@@ -319,10 +316,7 @@ def naive_scores(model, renderer: Renderer, pairs, batch_size: int, tta: bool) -
         logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
         last = logits[torch.arange(len(batch), device=device), mask.sum(1).to(device) - 1]
         probs[start : start + len(batch)] = torch.softmax(last.index_select(-1, label_index).float(), -1).cpu()
-    if tta:
-        n = len(pairs)
-        probs = (probs[:n] + probs[n:][:, SWAP_BACK]) / 2
-    return probs
+    return average_swapped(probs, len(pairs)) if tta else probs
 
 
 if __name__ == "__main__":
