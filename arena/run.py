@@ -32,8 +32,8 @@ def load_model(name: str, max_length: int, load_in_4bit: bool = True, load_in_8b
 
 def adapters_to_float32(model) -> None:
     """trl stores QLoRA adapter weights in bf16; without native bf16 (most CPUs) every LoRA matmul is then
-    emulated (training took 3.8x as long: bench/adapter_dtype.py) and small updates round away. Call after building the trainer, where bf16 is not
-    native, to keep them in float32."""
+    emulated (training took 3.8x as long: bench/adapter_dtype.py) and small updates round away. Call after
+    building the trainer, where bf16 is not native, to keep them in float32."""
     for param in model.parameters():
         if param.requires_grad and param.dtype == torch.bfloat16:
             param.data = param.data.float()
