@@ -1,11 +1,13 @@
 """Score chatbot battles with a fine-tuned adapter (or a base model, zero-shot) and write a submission.
 
     python infer.py --adapter runs/demo --data_file data/demo/test.csv --output_file submission.csv
+    python infer.py --adapter RUN --model /kaggle/input/llama-3-8b --data_file test.csv --tta   # a local base
     python infer.py --model runs/demo-model --data_file data/demo/train.csv --output_file zero_shot.csv
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml infer.py --adapter ... --data_file ...
 
-With --adapter the base model, prompt template, labels and budget are those the run was trained with (read from
-the run folder). The output is `id,winner_model_a,winner_model_b,winner_tie`, written atomically; when the data
+With --adapter the base model, prompt template, labels, budget and dtype are those the run was trained with (read
+from the run folder); --model with --adapter puts the adapter on that base instead (a local copy of the same model:
+its architecture and sizes are checked against the run's base_model.json before any weight is loaded). The output is `id,winner_model_a,winner_model_b,winner_tie`, written atomically; when the data
 has labels, metrics.json is written next to it and the log loss printed. With --on_bad_row skip, the skipped rows
 are listed in `<output>.bad_rows.csv` beside it (submission.csv -> submission.bad_rows.csv).
 """
@@ -20,11 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from trl import TrlParser
 
-from arena.config import DEFAULT_TEMPLATE, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config
+from arena.config import DEFAULT_TEMPLATE, DTYPE_HELP, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config
 from arena.data import BadRows, DataError, read_pairs
 from arena.io import write_json
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
-from arena.run import load_model, model_fingerprint, process_state, write_predictions
+from arena.run import dtype_name, load_model, model_fingerprint, process_state, write_predictions
 from arena.scoring import BatchCache, metrics, score_pairs
 
 
@@ -34,13 +36,17 @@ class InferArgs:
     output_file: str = field(default="submission.csv", metadata={"help": "Submission CSV (written atomically)."})
     adapter: str | None = field(default=None, metadata={"help": "A run folder from train_unsloth.py."})
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Base model alone, for zero-shot scoring.", "aliases": ["--model"]}
+        default=None,
+        metadata={"help": "Base model: alone for zero-shot scoring; with --adapter, the base to put the adapter on "
+                          "(a local copy of the one it was trained on; default: the base in its adapter_config.json).",
+                  "aliases": ["--model"]},
     )
     prompt_template: str | None = field(
         default=None, metadata={"help": f"Default: the run's prompt.txt, or {ZERO_SHOT_TEMPLATE} with --model."}
     )
     labels: list[str] | None = field(default=None, metadata={"help": "Default: the run's, else ' A' ' B' ' Tie'."})
     max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
+    dtype: str | None = field(default=None, metadata={"help": DTYPE_HELP + " Default: the run's, else auto."})
     load_in_4bit: bool = True
     load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead (wins over --load_in_4bit)."})
     on_bad_row: str = field(
@@ -54,8 +60,8 @@ class InferArgs:
 
 def main(args: InferArgs, score_args: ScoreArgs) -> None:
     state = process_state()
-    if bool(args.adapter) == bool(args.model_name_or_path):
-        raise DataError("give either --adapter RUN_FOLDER or --model BASE_MODEL (zero-shot)")
+    if not args.adapter and not args.model_name_or_path:
+        raise DataError("give --adapter RUN_FOLDER (and optionally --model BASE_MODEL), or --model alone (zero-shot)")
     if not args.data_file:
         raise DataError("no data: give --data_file")
     if args.adapter:
@@ -78,14 +84,19 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     if not pairs:
         raise DataError(f"{args.data_file}: no rows left to score")
     weights = (args.load_in_4bit, args.load_in_8bit)
-    model, tokenizer = load_model(args.adapter or args.model_name_or_path, max_length, *weights)
+    dtype = args.dtype or run.get("dtype") or "auto"
+    if args.adapter:
+        model, tokenizer = load_model(args.adapter, max_length, *weights, dtype=dtype, base=args.model_name_or_path)
+    else:
+        model, tokenizer = load_model(args.model_name_or_path, max_length, *weights, dtype=dtype)
     FastLanguageModel.for_inference(model)
     renderer = Renderer(tokenizer, read_template(template_file), labels, max_length)
 
     folder, name = os.path.split(os.path.abspath(args.output_file))
     cache = BatchCache(
         os.path.join(folder, f".{name}.cache"),
-        model_fingerprint(args.adapter or args.model_name_or_path, *weights, renderer.label_ids),
+        model_fingerprint(args.adapter or args.model_name_or_path, *weights, dtype, args.model_name_or_path,
+                          renderer.label_ids),
     )
     if not args.resume and state.is_main_process:
         cache.remove()  # a fresh run: nothing stale is reused
@@ -100,7 +111,7 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     print(f"wrote {len(pairs)} predictions to {args.output_file}")
     if all(p.label is not None for p in pairs):
         result = {**metrics(probs, np.array([p.label for p in pairs])), "tta": score_args.tta,
-                  "world_size": state.num_processes}
+                  "world_size": state.num_processes, "dtype": dtype_name(model.dtype)}
         path = os.path.join(os.path.dirname(os.path.abspath(args.output_file)), "metrics.json")
         write_json(path, result)
         print(f"log loss {result['log_loss']:.4f}, accuracy {result['accuracy']:.3f}, n {result['n']}  ({path})")

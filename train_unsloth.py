@@ -32,7 +32,8 @@ from arena.io import atomic_open, write_json
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
 from arena.run import (
-    adapters_to_float32, latest_checkpoint, load_model, process_state, versions, write_predictions,
+    BASE_MODEL_FILE, adapters_to_float32, base_facts, latest_checkpoint, load_model, local_only, precision,
+    process_state, versions, write_predictions,
 )
 from arena.scoring import metrics, score_pairs
 
@@ -58,9 +59,11 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
 
     # ---- model and prompt (a dry run needs only the tokenizer)
     if data_args.dry_run:
-        model, tokenizer = None, AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+        model, tokenizer = None, AutoTokenizer.from_pretrained(
+            model_args.model_name_or_path, **local_only(model_args.model_name_or_path))
     else:
-        model, tokenizer = load_model(model_args.model_name_or_path, args.max_length, model_args.load_in_4bit)
+        model, tokenizer = load_model(model_args.model_name_or_path, args.max_length, model_args.load_in_4bit,
+                                      dtype=args.dtype)
     template = read_template(data_args.prompt_template)
     renderer = Renderer(tokenizer, template, data_args.labels, args.max_length)
     label_tokens = tokenizer.convert_ids_to_tokens(renderer.label_ids)
@@ -84,8 +87,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         random_state=args.seed,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    if not unsloth.is_bfloat16_supported():
-        adapters_to_float32(model)
+    adapters_to_float32(model)
     result = trainer.train(resume_from_checkpoint=resume_path(args.resume_from_checkpoint, run))
 
     # ---- save
@@ -95,10 +97,14 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         shutil.copyfile(data_args.prompt_template, os.path.join(run, "prompt.txt"))
         write_json(os.path.join(run, "versions.json"), versions())
         write_folds(os.path.join(run, "folds.csv"), split.folds)
+        write_json(os.path.join(run, BASE_MODEL_FILE), base_facts(model.config))
 
     # ---- same-model scoring of the held-out fold
     if not split.heldout:
         return
+    # the trainer wrapped the model's forward in its mixed-precision autocast: unwrapped, the model scored here is
+    # the function infer.py rebuilds from the saved adapter
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     FastLanguageModel.for_inference(model)
     probs = score_pairs(model, renderer, split.heldout, score_args.score_max_tokens, score_args.tta, state)
     labels = np.array([p.label for p in split.heldout])
@@ -110,6 +116,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         "train_loss": result.training_loss,
         "train_seconds": result.metrics["train_runtime"],
         "tta": score_args.tta,
+        **precision(model),
     }
     if state.is_main_process:
         write_predictions(

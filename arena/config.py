@@ -12,7 +12,9 @@ import torch
 import yaml
 from trl import SFTConfig
 
+from arena.data import DataError
 from arena.prompts import DEFAULT_LABELS
+from arena.run import DTYPE_HELP, compute_dtype
 
 DEFAULT_TEMPLATE = "prompts/two_conversations.txt"
 ZERO_SHOT_TEMPLATE = "prompts/zero_shot.txt"
@@ -84,10 +86,17 @@ class TrainConfig(SFTConfig):
     logging_steps: float = 10
     save_total_limit: int | None = 2
     report_to: None | str | list[str] = "none"
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
     def __post_init__(self):
-        if self.bf16 is None and not self.fp16 and torch.cuda.is_available():
-            # unset: bf16 where the GPU has it (Ampere and newer), else fp16 (T4, V100, P100), as unsloth loads them
+        # the trainer's mixed precision follows the compute dtype (set before SFTConfig derives its own from it)
+        dtype = compute_dtype(self.dtype)
+        if dtype is not None:
+            if (self.bf16 and dtype != torch.bfloat16) or (self.fp16 and dtype != torch.float16):
+                raise DataError(f"--bf16/--fp16 contradict --dtype {self.dtype}; set the precision with --dtype alone")
+            self.bf16, self.fp16 = dtype == torch.bfloat16, dtype == torch.float16
+        elif self.bf16 is None and not self.fp16:
+            # auto on a GPU: bf16 where the GPU has it (Ampere and newer), else fp16 (T4, V100), as unsloth loads them
             self.bf16 = torch.cuda.is_bf16_supported()
             self.fp16 = not self.bf16
         super().__post_init__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import importlib.metadata
@@ -10,33 +11,144 @@ import os
 import platform
 import re
 import subprocess
+import tempfile
 
 import numpy as np
 import torch
 
-from arena.data import LABEL_COLUMNS, Pair
-from arena.io import atomic_open
+from arena.data import LABEL_COLUMNS, DataError, Pair
+from arena.io import atomic_open, write_json
+
+ADAPTER_CONFIG = "adapter_config.json"
+BASE_MODEL_FILE = "base_model.json"  # in a run folder: base_facts() of the model the adapter was trained on
+BASE_FACTS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_HELP = ("Compute dtype: auto (float32 on a CPU, whatever the CPU supports; on a GPU unsloth's choice: bfloat16 "
+              "where supported, else float16), float32, bfloat16 or float16.")
 
 
-def load_model(name: str, max_length: int, load_in_4bit: bool = True, load_in_8bit: bool = False):
-    """unsloth's loader for a base model or a saved LoRA adapter folder (its base is read from
-    adapter_config.json and the adapter put on top). Returns (model, tokenizer). Weights: 4-bit NF4, or 8-bit
-    (bitsandbytes LLM.int8; wins over `load_in_4bit`), or neither: 16-bit."""
+def compute_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype for a --dtype setting; None lets unsloth choose (auto on a GPU). On a CPU, auto is float32 so
+    that results do not depend on whether the CPU has native bf16 (unsloth would compute in bf16 there)."""
+    if name not in DTYPES:
+        raise DataError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    if name == "auto":
+        return None if torch.cuda.is_available() else torch.float32
+    if name == "float16" and not torch.cuda.is_available():
+        raise DataError("--dtype float16 needs a GPU (a CPU only emulates float16); use float32 or bfloat16")
+    return getattr(torch, name)
+
+
+def load_model(
+    name: str, max_length: int, load_in_4bit: bool = True, load_in_8bit: bool = False, dtype: str = "auto",
+    base: str | None = None,
+):
+    """unsloth's loader for a base model or a saved LoRA adapter folder (its base is read from adapter_config.json,
+    or is `base` when given, and the adapter put on top). Returns (model, tokenizer). Weights: 4-bit NF4, or 8-bit
+    (bitsandbytes LLM.int8; wins over `load_in_4bit`), or neither: 16-bit. `dtype` is a --dtype setting.
+
+    A local folder (and a local adapter's local base) is loaded with `local_files_only`: otherwise unsloth's GPU
+    loader asks the model hub whether the folder is an adapter repo, and an offline machine waits on its retries."""
     from unsloth import FastLanguageModel
 
-    return FastLanguageModel.from_pretrained(
-        model_name=name, max_seq_length=max_length, load_in_4bit=load_in_4bit and not load_in_8bit,
-        load_in_8bit=load_in_8bit,
-    )
+    torch_dtype = compute_dtype(dtype)
+    with adapter_on_base(local_path(name), base) as folder:
+        is_adapter = os.path.exists(os.path.join(folder, ADAPTER_CONFIG))
+        if is_adapter and os.path.isabs(adapter_base(folder)) and not os.path.isdir(adapter_base(folder)):
+            raise DataError(f"{name}: the adapter's base model {adapter_base(folder)} (from {ADAPTER_CONFIG}) is not "
+                            "on this machine; give its local copy with --model")
+        return FastLanguageModel.from_pretrained(
+            model_name=folder, max_seq_length=max_length, dtype=torch_dtype,
+            load_in_4bit=load_in_4bit and not load_in_8bit, load_in_8bit=load_in_8bit,
+            **local_only(adapter_base(folder) if is_adapter else folder),
+        )
+
+
+def local_path(name: str) -> str:
+    """A local folder as an absolute path (the adapter then records a base that resolves from any working folder,
+    and no hub call can mistake it for a repo id); a hub name as it is."""
+    return os.path.abspath(name) if os.path.isdir(name) else name
+
+
+def local_only(name: str) -> dict:
+    """from_pretrained's keyword for a model that is a local folder: never ask the hub about it."""
+    return {"local_files_only": True} if os.path.isdir(name) else {}
+
+
+def adapter_base(folder: str) -> str:
+    """The base model named in an adapter folder's adapter_config.json."""
+    with open(os.path.join(folder, ADAPTER_CONFIG), encoding="utf-8") as f:
+        return json.load(f)["base_model_name_or_path"]
+
+
+def base_facts(config) -> dict:
+    """What an adapter needs of its base: architecture and sizes (from a transformers config)."""
+    facts = {key: getattr(config, key, None) for key in BASE_FACTS}
+    facts["architectures"] = list(getattr(config, "architectures", None) or [])
+    return facts
+
+
+@contextlib.contextmanager
+def adapter_on_base(name: str, base: str | None):
+    """`name` itself, or with `base`: a temporary copy of the adapter folder whose adapter_config.json names `base`
+    (the files are links), after checking that `base` is the kind of model the adapter was trained on."""
+    if base is None:
+        yield name
+        return
+    if not os.path.exists(os.path.join(name, ADAPTER_CONFIG)):
+        raise DataError(f"{name}: not an adapter folder (no {ADAPTER_CONFIG}), so it cannot be put on --model {base}")
+    check_base(name, base)
+    with tempfile.TemporaryDirectory(prefix="adapter-on-base-") as folder:
+        for entry in os.listdir(name):
+            if entry != ADAPTER_CONFIG:
+                os.symlink(os.path.abspath(os.path.join(name, entry)), os.path.join(folder, entry))
+        with open(os.path.join(name, ADAPTER_CONFIG), encoding="utf-8") as f:
+            config = json.load(f)
+        config["base_model_name_or_path"] = local_path(base)
+        write_json(os.path.join(folder, ADAPTER_CONFIG), config)
+        yield folder
+
+
+def check_base(run: str, base: str) -> None:
+    """Refuses a base model whose architecture or sizes differ from those the adapter in `run` was trained on
+    (recorded in the run's base_model.json), reading only the base's config, not its weights."""
+    from transformers import AutoConfig
+
+    recorded_path = os.path.join(run, BASE_MODEL_FILE)
+    if not os.path.exists(recorded_path):
+        raise DataError(f"{run}: no {BASE_MODEL_FILE} (a run from an older version), so --model cannot be checked "
+                        "against the adapter; leave --model out to use the base named in its adapter_config.json")
+    with open(recorded_path, encoding="utf-8") as f:
+        recorded = json.load(f)
+    try:
+        config = AutoConfig.from_pretrained(base, **local_only(base))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{base}: cannot read the base model's config ({str(e).splitlines()[0]})") from None
+    given = base_facts(config)
+    wrong = [f"{key} {given[key]!r} (the adapter's base: {recorded.get(key)!r})"
+             for key in (*BASE_FACTS, "architectures") if given[key] != recorded.get(key)]
+    if wrong:
+        raise DataError(f"{base}: does not match the adapter in {run}: " + "; ".join(wrong))
 
 
 def adapters_to_float32(model) -> None:
-    """trl stores QLoRA adapter weights in bf16; without native bf16 (most CPUs) every LoRA matmul is then
-    emulated (training took 3.8x as long: bench/adapter_dtype.py) and small updates round away. Call after
-    building the trainer, where bf16 is not native, to keep them in float32."""
+    """Keeps the LoRA weights in float32, peft's own default. trl casts a quantized model's adapters to bf16; left so,
+    the model trained here and the same adapter reloaded (peft upcasts bf16 adapters to float32 on loading) compute
+    different functions, and where bf16 is not native every LoRA matmul is emulated (training took 3.8x as long:
+    bench/adapter_dtype.py). Call after building the trainer."""
     for param in model.parameters():
-        if param.requires_grad and param.dtype == torch.bfloat16:
+        if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def precision(model) -> dict[str, str]:
+    """The dtypes a model computes in and its trainable (LoRA) weights are stored in, for metrics.json."""
+    trainable = {dtype_name(p.dtype) for p in model.parameters() if p.requires_grad}
+    return {"dtype": dtype_name(model.dtype), "adapter_dtype": ",".join(sorted(trainable)) or "none"}
 
 
 def process_state():

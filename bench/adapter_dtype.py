@@ -1,5 +1,5 @@
 """CPU training with the LoRA adapters in bf16 (as trl leaves them for a QLoRA model) vs float32 (what
-train_unsloth.py does where bf16 is not native, `arena.run.adapters_to_float32`): the seconds the trainer reports.
+train_unsloth.py keeps them in, `arena.run.adapters_to_float32`): the seconds the trainer reports.
 
     python bench/adapter_dtype.py                                  # demo model, 60 steps, 2 runs each, alternating
     python bench/adapter_dtype.py --steps 2 --repeats 1 --results R.json --model M --train_file F   # smoke
@@ -67,6 +67,7 @@ def main() -> None:
         "median_seconds": median,
         "bf16_over_float32": median["bf16"] / median["float32"],
         "train_loss": {mode: m["train_loss"] for mode, m in metrics.items()},
+        "adapter_dtype": {mode: m["adapter_dtype"] for mode, m in metrics.items()},  # what each run really trained
         "held_out_log_loss": {mode: m["log_loss"] for mode, m in metrics.items()},
         "command": "python " + " ".join(sys.argv),
     }

@@ -156,7 +156,7 @@ def run_path(path: str, spec: dict) -> None:
     from transformers import AutoTokenizer
 
     from arena.config import ModelArgs
-    from arena.run import versions
+    from arena.run import dtype_name, versions
 
     # LoRA settings not given: the product's defaults (so is the gradient checkpointing mode, "unsloth")
     spec["lora"] = vars(ModelArgs(**{k: v for k, v in spec["lora"].items() if v is not None}))
@@ -169,9 +169,10 @@ def run_path(path: str, spec: dict) -> None:
         torch_log_probs_for_cpu()
     setup = {"device": device, "versions": versions(), **matmul_tflops(), **param_counts(spec["model"])}
     loaded = time.time()
-    model, tokenizer, bf16_native, setup["how"] = (load_unsloth if path == "unsloth" else load_baseline)(spec)
+    model, tokenizer, float32_adapters, setup["how"] = (load_unsloth if path == "unsloth" else load_baseline)(spec)
     setup["load_seconds"] = round(time.time() - loaded, 1)
     setup["weights"] = weight_format(model)
+    setup["dtype"] = dtype_name(model.dtype)
     setup["unsloth_imported"] = "unsloth" in sys.modules  # must be False on the baseline path
     print(f"{path}: loaded in {setup['load_seconds']} s, weights {setup['weights']}, "
           f"matmul {setup['matmul_tflops']:.3g} TFLOP/s measured", flush=True)
@@ -190,7 +191,7 @@ def run_path(path: str, spec: dict) -> None:
             print(f"{path} {seq_len}: skipped, {deadline.left():.0f} s left is too little")
             continue
         try:
-            details = measure(model, tokenizer, rows, batches, spec, bf16_native, setup)
+            details = measure(model, tokenizer, rows, batches, spec, float32_adapters, setup)
         except Exception as error:  # noqa: BLE001  (out of memory is a result; anything else goes up)
             if not is_oom(error):
                 raise
@@ -208,14 +209,13 @@ def run_path(path: str, spec: dict) -> None:
     if spec["find_max_len"] and spec["skip_done"] and max_len_done(spec["max_len_results"], device, path):
         print(f"{path}: longest row already found, skipped")
     elif spec["find_max_len"]:
-        find_max_len(path, model, tokenizer, rows_tokenizer, spec, bf16_native, setup, cpt, deadline)
+        find_max_len(path, model, tokenizer, rows_tokenizer, spec, float32_adapters, setup, cpt, deadline)
     if path == "baseline":
         assert "unsloth" not in sys.modules, "the baseline's process imported unsloth"
 
 
 def load_unsloth(spec: dict):
     """The product's loader and LoRA call, as train_unsloth.py makes them."""
-    import unsloth
     from unsloth import FastLanguageModel
 
     from arena.run import load_model
@@ -230,7 +230,7 @@ def load_unsloth(spec: dict):
     how = {"loader": "arena.run.load_model (unsloth FastLanguageModel, 4-bit)", "lora": lora,
            "gradient_checkpointing": f"unsloth get_peft_model(use_gradient_checkpointing="
                                      f"{lora['use_gradient_checkpointing']!r})"}
-    return model, tokenizer, unsloth.is_bfloat16_supported(), how
+    return model, tokenizer, True, how  # float32 adapters, as train_unsloth.py keeps them
 
 
 def load_baseline(spec: dict):
@@ -259,7 +259,8 @@ def load_baseline(spec: dict):
     how = {"loader": f"transformers AutoModelForCausalLM + BitsAndBytesConfig(nf4, double quant, {dtype} compute), "
                      "sdpa", "lora": {k: v for k, v in lora.items() if k != "use_gradient_checkpointing"},
            "gradient_checkpointing": "peft prepare_model_for_kbit_training(use_gradient_checkpointing=True)"}
-    return model, tokenizer, cuda and torch.cuda.is_bf16_supported(), how
+    # trl's bf16 adapters where bf16 is native (plain trl), float32 where a CPU would emulate them
+    return model, tokenizer, not (cuda and torch.cuda.is_bf16_supported()), how
 
 
 def torch_log_probs_for_cpu() -> None:
@@ -314,7 +315,7 @@ def length_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[
 
 
 def train_steps(model, tokenizer, rows: dict, batch_size: int, steps: int, max_length: int, spec: dict,
-                bf16_native: bool) -> dict:
+                float32_adapters: bool) -> dict:
     """`steps` optimizer steps of trl's SFTTrainer over `rows` in order; returns step end times, the trainer's
     log and the peak memory."""
     import torch
@@ -344,7 +345,7 @@ def train_steps(model, tokenizer, rows: dict, batch_size: int, steps: int, max_l
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer,
                              callbacks=[timer])
-        if not bf16_native:
+        if float32_adapters:
             adapters_to_float32(model)
         reset_peak_memory()
         trainer.train()
@@ -356,12 +357,12 @@ def train_steps(model, tokenizer, rows: dict, batch_size: int, steps: int, max_l
     return out
 
 
-def measure(model, tokenizer, rows: dict, batches: list[list[int]], spec: dict, bf16_native: bool,
+def measure(model, tokenizer, rows: dict, batches: list[list[int]], spec: dict, float32_adapters: bool,
             setup: dict) -> dict:
     warmup, steps = spec["warmup_steps"], spec["steps"]
     lengths = [len(ids) for ids in rows["input_ids"]]
     step_tokens = [sum(lengths[i] for i in b) for b in batches][: warmup + steps]
-    run = train_steps(model, tokenizer, rows, spec["batch_size"], warmup + steps, max(lengths), spec, bf16_native)
+    run = train_steps(model, tokenizer, rows, spec["batch_size"], warmup + steps, max(lengths), spec, float32_adapters)
     ends = run["ends"]
     assert len(ends) == warmup + steps, f"expected {warmup + steps} steps, the trainer made {len(ends)}"
     counted = [e["num_tokens"] for e in run["log"] if "num_tokens" in e]  # trl's count of the tokens it trained on
@@ -475,13 +476,13 @@ def longest_fitting(fits, start: int, cap: int, resolution: int, time_left, on_t
     return result
 
 
-def find_max_len(path, model, tokenizer, rows_tokenizer, spec, bf16_native, setup, cpt, deadline) -> None:
+def find_max_len(path, model, tokenizer, rows_tokenizer, spec, float32_adapters, setup, cpt, deadline) -> None:
     memory = {}
 
     def fits(n: int) -> bool:
         rows, _ = training_rows(rows_tokenizer, spec, n, cpt, n_rows=1, batch_size=1)
         try:
-            memory[n] = train_steps(model, tokenizer, rows, 1, 1, n, spec, bf16_native)["peak_gib"]
+            memory[n] = train_steps(model, tokenizer, rows, 1, 1, n, spec, float32_adapters)["peak_gib"]
             return True
         except Exception as error:  # noqa: BLE001  (only out-of-memory errors are an answer; others go up)
             if not is_oom(error):

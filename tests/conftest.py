@@ -3,6 +3,7 @@
 
 import unsloth  # noqa: F401  (first, as in the scripts: it patches transformers, peft and trl on import)
 
+import csv
 import os
 import subprocess
 import sys
@@ -16,12 +17,47 @@ SHARED_TOKENIZERS = ROOT.parent / "shared" / "tokenizers"
 sys.path.insert(0, str(ROOT))
 
 
-def run_script(*args, timeout=600, env=None):
-    """Runs a project script the way a user does, from the project root; returns the CompletedProcess."""
+def run_script(*args, timeout=600, env=None, unset=()):
+    """Runs a project script the way a user does, from the project root; returns the CompletedProcess. `env` adds
+    to the environment, `unset` names variables to leave out of it."""
+    environment = {key: value for key, value in os.environ.items() if key not in unset}
     return subprocess.run(
         [sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env={**environment, **(env or {})},
     )
+
+
+def same_result_tolerance(dtype) -> float:
+    """How far two evaluation orders of one computation (batch shapes, padding) may move a probability: ten times the
+    dtype's decimal resolution (torch.finfo: float32 1e-6, bfloat16 1e-2), so 1e-5 in float32 and 0.1 in bfloat16.
+    Measured on the tiny model: float32 2.3e-6, bfloat16 4.8e-3 (the GPU showed 0.05-0.06 on an 8B model in bf16)."""
+    import torch
+
+    return 10 * torch.finfo(dtype).resolution
+
+
+def predictions(path) -> dict:
+    """{id: probabilities} of a predictions file (a submission or oof.csv)."""
+    import numpy as np
+
+    from arena.data import LABEL_COLUMNS
+
+    with open(path, newline="") as f:
+        return {r["id"]: np.array([float(r[c]) for c in LABEL_COLUMNS]) for r in csv.DictReader(f)}
+
+
+def heldout_file(run, data_file, out, fold="0"):
+    """The rows of `data_file` that `run` held out (its folds.csv), as a labelled file of their own."""
+    with open(Path(run) / "folds.csv") as f:
+        held_out = {r["id"] for r in csv.DictReader(f) if r["fold"] == fold}
+    with open(data_file, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["id"] in held_out]
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
 
 
 def check(result):
