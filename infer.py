@@ -42,7 +42,8 @@ class InferArgs:
     labels: list[str] | None = field(default=None, metadata={"help": "Default: the run's, else ' A' ' B' ' Tie'."})
     max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
     load_in_4bit: bool = True
-    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead (wins over --load_in_4bit)."})
+    load_in_8bit: bool = field(default=False, metadata={
+        "help": "8-bit weights instead (wins over --load_in_4bit); on an H100 it scored at half the 4-bit rate."})
     on_bad_row: str = field(
         default="error",
         metadata={"help": "'error' or 'skip': skipped rows get no prediction and are listed in OUTPUT.bad_rows.csv."},
