@@ -69,7 +69,8 @@ def infer_table(result: dict) -> str:
                          f"{r['n_pairs']} | out of memory | | | | | | | |")
             continue
         lines.append(f"| {r['weights']} ({r['weights_loaded']}) | {r['method']} | {r['tta']} | {size} | {r['n_pairs']} "
-                     f"| {r['pairs_per_s']:.2f} | {show(reference and r['pairs_per_s'] / reference)} | {r['real_tokens']} | {r['padded_tokens']} | {r['peak_gib']:.2f} | "
+                     f"| {r['pairs_per_s']:.2f} | {show(reference and r['pairs_per_s'] / reference)} | "
+                     f"{r['real_tokens']} | {r['padded_tokens']} | {r['peak_gib']:.2f} | "
                      f"{r['achieved_tflops']:.3g} | {r['roofline_fraction']:.3f} | {r['logits_positions_max']} |")
     return "\n".join(lines)
 
