@@ -52,13 +52,13 @@ def pinned(name):
 
 def test_a_kit_for_this_python_installs_offline_into_a_fresh_environment(tmp_path):
     image = tmp_path / "image"
-    check(subprocess.run([sys.executable, "-m", "venv", image], capture_output=True, text=True))
+    check(subprocess.run([sys.executable, "-m", "venv", "--without-pip", image], capture_output=True, text=True))
     python = str(image / "bin" / "python")
-    check(subprocess.run([python, "-m", "pip", "install", "-q", pinned("torch")], capture_output=True, text=True,
+    pip = [sys.executable, "-m", "pip", "--python", python]  # this pip, managing the fresh environment
+    check(subprocess.run([*pip, "install", "-q", "--no-compile", pinned("torch")], capture_output=True, text=True,
                          timeout=900))
     freeze = tmp_path / "image.txt"
-    freeze.write_text(check(subprocess.run([python, "-m", "pip", "freeze", "--all"], capture_output=True,
-                                           text=True)).stdout)
+    freeze.write_text(check(subprocess.run([*pip, "freeze", "--all"], capture_output=True, text=True)).stdout)
 
     kit = tmp_path / "kit"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -68,11 +68,13 @@ def test_a_kit_for_this_python_installs_offline_into_a_fresh_environment(tmp_pat
     assert {"unsloth", "unsloth-zoo", "trl", "transformers", "bitsandbytes"} <= wheels
     assert "torch" not in wheels and "pytest" not in wheels  # the image's own; a test tool
 
-    # the kit's own command, on a machine with no index: pip's configuration and PIP_* settings switched off
+    # the kit's own command, with `pip` this pip for the fresh environment, and no index: pip's configuration and
+    # PIP_* settings switched off
     command = (kit / "INSTALL.txt").read_text().splitlines()[-1].replace("KIT=.;", f"KIT={kit};")
     offline = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-    offline.update(PIP_CONFIG_FILE=os.devnull, PATH=f"{image / 'bin'}:{offline['PATH']}")
-    check(subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=offline, timeout=900))
+    offline["PIP_CONFIG_FILE"] = os.devnull
+    check(subprocess.run(["bash", "-c", f'pip() {{ {" ".join(pip)} "$@"; }}; {command}'], capture_output=True,
+                         text=True, env=offline, timeout=900))
     result = check(subprocess.run(
         [python, "-c", "import unsloth, trl; import infer; print(trl.__version__, unsloth.__version__)"],
         cwd=ROOT, capture_output=True, text=True, timeout=600))

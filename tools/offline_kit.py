@@ -36,8 +36,8 @@ from arena.io import write_text  # noqa: E402
 # the libraries unsloth patches: the versions tested here, never the image's own unless identical
 EXACT = ["transformers", "trl", "datasets", "accelerate", "peft", "bitsandbytes", "tokenizers", "safetensors",
          "huggingface_hub"]
-INSTALL = ('pip install --no-index --find-links "$KIT" -r "$KIT/requirements.txt" && '
-           'pip install --no-index --find-links "$KIT" --no-deps -r "$KIT/requirements-unsloth.txt"')
+INSTALL = ('pip install --no-index --no-compile --find-links "$KIT" -r "$KIT/requirements.txt" && '
+           'pip install --no-index --no-compile --find-links "$KIT" --no-deps -r "$KIT/requirements-unsloth.txt"')
 
 
 def read_pins(path: str) -> list[str]:
