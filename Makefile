@@ -26,12 +26,13 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q tests
 
-# The kit's target. Kaggle's GPU notebooks run the image Kaggle/docker-python builds FROM Colab's GPU runtime
-# (Dockerfile.tmpl; the 2026-07-16 Colab release since September 2026, torch 2.11): Ubuntu 22.04, so glibc 2.35 and
-# manylinux_2_35 wheels on x86-64, and Python 3.12 (its site-packages is python3.12/dist-packages; Colab's
-# os-info-gpu.txt of that runtime: Python 3.12.13). KIT_IMAGE lists what that image has of this project's packages
-# (torch, triton, numpy, pandas, older transformers, accelerate, peft, datasets, ...; no trl, bitsandbytes or
-# unsloth): see its header for the source. The kit holds the rest: tools/offline_kit.py says how it is chosen.
+# The kit's target: Kaggle's GPU notebook image. Kaggle/docker-python's Dockerfile.tmpl builds it FROM Colab's GPU
+# runtime image (a September 2026 reading of it names the 2026-07-16 Colab release, torch 2.11, and its
+# site-packages python3.12/dist-packages). Colab's own record of that runtime (googlecolab/backend-info,
+# os-info-gpu.txt, mid-2026): Ubuntu 22.04.5, so glibc 2.35 and manylinux_2_35 wheels on x86-64, and Python 3.12.13.
+# KIT_IMAGE lists what the image has of this project's packages (torch, triton, numpy, pandas, older transformers,
+# accelerate, peft, datasets, ...; no trl, bitsandbytes or unsloth): its header says where from. The kit holds the
+# rest; tools/offline_kit.py says how it is chosen.
 KIT ?= runs/offline-kit
 KIT_PYTHON ?= 3.12
 KIT_PLATFORM ?= manylinux_2_35_x86_64
