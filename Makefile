@@ -1,10 +1,11 @@
 # make demo   set up .venv, build the demo data and a tiny model, train, score the held-out fold, write a submission
 # make test   set up .venv and run the tests (CPU; real unsloth, trl and tokenizers on tiny models)
+# make offline-kit   the wheels a Kaggle notebook (no internet) needs beyond its image, in $(KIT)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test offline-kit clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +25,21 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# The kit's target: Kaggle's GPU notebook image. Kaggle/docker-python's Dockerfile.tmpl builds it FROM Colab's GPU
+# runtime image (a September 2026 reading of it names the 2026-07-16 Colab release, torch 2.11, and its
+# site-packages python3.12/dist-packages). Colab's own record of that runtime (googlecolab/backend-info,
+# os-info-gpu.txt, mid-2026): Ubuntu 22.04.5, so glibc 2.35 and manylinux_2_35 wheels on x86-64, and Python 3.12.13.
+# KIT_IMAGE lists what the image has of this project's packages (torch, triton, numpy, pandas, older transformers,
+# accelerate, peft, datasets, ...; no trl, bitsandbytes or unsloth): its header says where from. The kit holds the
+# rest; tools/offline_kit.py says how it is chosen.
+KIT ?= runs/offline-kit
+KIT_PYTHON ?= 3.12
+KIT_PLATFORM ?= manylinux_2_35_x86_64
+KIT_IMAGE ?= tools/kaggle-gpu-image.txt
+
+offline-kit: setup
+	$(PY) tools/offline_kit.py --out $(KIT) --python_version $(KIT_PYTHON) --platform $(KIT_PLATFORM) --image $(KIT_IMAGE)
 
 clean:
 	rm -rf runs data/demo

@@ -6,5 +6,5 @@
 - report.py   the dry-run table of what the data looks like under a tokenizer and budget
 - config.py   settings as dataclasses (every field a command-line flag, or a key in a --config YAML file)
 - run.py      the run folder: loading a model through unsloth, versions, atomic outputs of predictions
-- io.py       atomic file writes
+- io.py       atomic writes of files and folders
 """

@@ -3,7 +3,8 @@
     python bench/plot_train.py                                                   # train_gpu.json -> docs/train_speed.png
     python bench/plot_train.py --results bench/results/train_cpu_smoke.json --out docs/train_speed_cpu_smoke.png
 
-The fixed lengths are joined by lines; the arena-like mix is a separate marker at its mean row length.
+The fixed lengths are joined by lines; the arena-like mix is a separate marker at its mean row length. Each
+unsloth point is labelled with its ratio to the baseline (speedup; memory ratio).
 """
 
 import argparse
@@ -20,6 +21,10 @@ from arena.io import atomic_open  # noqa: E402
 from bench.common import ROOT, read_json  # noqa: E402
 
 PATHS = {"unsloth": "unsloth (this project)", "baseline": "transformers + peft QLoRA"}
+
+
+def size(n: int) -> str:
+    return f"{n / 1e9:.2g}B" if n >= 1e9 else f"{n / 1e6:.2g}M"
 
 
 def main() -> None:
@@ -39,18 +44,29 @@ def main() -> None:
             if mix:
                 ax.plot([d["row_tokens"]["mean"] for d in mix], [d[key] for d in mix], "D", color=color,
                         markerfacecolor="white", label=f"{label}, arena-like mix (at its mean length)")
-    for ax, title in zip(axes, ("training throughput (real tokens/s)", "peak memory (GiB; on a GPU: max allocated)")):
+    for ax, key, ratio in zip(axes, ("tokens_per_s", "peak_gib"), ("speedup", "memory_ratio")):
+        for r in records:
+            if r.get(ratio) and r.get("unsloth"):
+                x = r["unsloth"]["row_tokens"]["mean"] if r["seq_len"] == "mix" else r["seq_len"]
+                ax.annotate(f"{r[ratio]:.2f}x", (x, r["unsloth"][key]), textcoords="offset points", xytext=(6, 6),
+                            fontsize=8, color="tab:green")
+    lengths = sorted({r["seq_len"] for r in records if r["seq_len"] != "mix"})
+    titles = ("training throughput (real tokens/s)", "peak memory (GiB; on a GPU: max allocated)")
+    for ax, title in zip(axes, titles):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.minorticks_off()
         ax.set_xlabel("tokens per row")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.08)  # room for the ratio labels
         ax.margins(x=0.15)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8)
     devices = sorted({r["device"] for r in records})
     smoke = " (CPU smoke: tiny model, not a speed measurement)" if devices[0].startswith("cpu") else ""
-    batch = next(r[p]["batch_size"] for r in records for p in PATHS if r.get(p) and "batch_size" in r[p])
-    fig.suptitle(f"QLoRA training, {batch} rows per step: {', '.join(devices)}{smoke}", fontsize=10)
+    first = next(r[p] for r in records for p in PATHS if r.get(p) and "batch_size" in r[p])
+    fig.suptitle(f"QLoRA training, {first['batch_size']} rows per step, {size(first['params_total'])} parameters: "
+                 f"{', '.join(devices)}{smoke}\ngreen numbers: unsloth / baseline", fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     with atomic_open(args.out, "wb") as f:
         fig.savefig(f, format="png", dpi=110)

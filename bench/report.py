@@ -1,6 +1,6 @@
 """Markdown tables of the benchmark results, as docs/BENCHMARKS.md shows them (the scripts print them too).
 
-    python bench/report.py                # bench/results/{train,train_max_len,infer}_gpu.json
+    python bench/report.py                # bench/results/{train,train_max_len,infer}_gpu.json, e2e_metrics.json
     python bench/report.py --cpu_smoke    # the *_cpu_smoke.json files
 """
 
@@ -57,19 +57,31 @@ def infer_table(result: dict) -> str:
              f"{result.get('best_max_tokens')}. Largest difference between naive and ours probabilities: "
              + ", ".join(f"{k} {v:.2g} (over {result.get('max_abs_diff_pairs', {}).get(k)} pairs)"
                          for k, v in result.get("max_abs_diff", {}).items()) + ".", "",
-             "| weights (loaded as) | method | TTA | budget (tokens) or batch (rows) | pairs | pairs/s | real tokens | "
-             "padded tokens | peak GiB | achieved TFLOP/s | roofline fraction | logits positions |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| weights (loaded as) | method | TTA | budget (tokens) or batch (rows) | pairs | pairs/s | "
+             "pairs/s vs 4-bit ours | real tokens | padded tokens | peak GiB | achieved TFLOP/s | roofline fraction | "
+             "logits positions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    reference = result.get("ours_pairs_per_s")  # 4-bit, no TTA
     for r in result.get("runs", []):
         size = r.get("max_tokens") if r["method"] != "naive" else f"{r.get('batch_size')} rows"
         if r.get("oom"):
             lines.append(f"| {r['weights']} ({r['weights_loaded']}) | {r['method']} | {r['tta']} | {size} | "
-                         f"{r['n_pairs']} | out of memory | | | | | | |")
+                         f"{r['n_pairs']} | out of memory | | | | | | | |")
             continue
         lines.append(f"| {r['weights']} ({r['weights_loaded']}) | {r['method']} | {r['tta']} | {size} | {r['n_pairs']} "
-                     f"| {r['pairs_per_s']:.2f} | {r['real_tokens']} | {r['padded_tokens']} | {r['peak_gib']:.2f} | "
+                     f"| {r['pairs_per_s']:.2f} | {show(reference and r['pairs_per_s'] / reference)} | "
+                     f"{r['real_tokens']} | {r['padded_tokens']} | {r['peak_gib']:.2f} | "
                      f"{r['achieved_tflops']:.3g} | {r['roofline_fraction']:.3f} | {r['logits_positions_max']} |")
     return "\n".join(lines)
+
+
+def product_line(run: dict) -> str:
+    """The product's own GPU run (train_unsloth.py's metrics.json, copied as e2e_metrics.json)."""
+    if not run:
+        return "(no product run)"
+    return (f"train_unsloth.py: {run['train_rows']} training rows in {run['train_seconds']:.1f} s (train loss "
+            f"{run['train_loss']:.3f}), then {run['n']} held-out rows scored: log loss {run['log_loss']:.4f}, accuracy "
+            f"{run['accuracy']:.3f}, world size {run['world_size']}.")
 
 
 def main() -> None:
@@ -81,6 +93,8 @@ def main() -> None:
     print(train_table(read_json(os.path.join(results, f"train_{tag}.json"), [])), end="\n\n")
     print(max_len_table(read_json(os.path.join(results, f"train_max_len_{tag}.json"), [])), end="\n\n")
     print(infer_table(read_json(os.path.join(results, f"infer_{tag}.json"), {})))
+    if not args.cpu_smoke:
+        print("\n" + product_line(read_json(os.path.join(results, "e2e_metrics.json"), {})))
 
 
 if __name__ == "__main__":
