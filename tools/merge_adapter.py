@@ -32,7 +32,7 @@ from arena.run import load_model  # noqa: E402
 RUN_FILES = ("prompt.txt", "config.yaml")  # what infer.py reads from a model folder besides the weights
 
 
-def merge(run: str, out: str, load_in_4bit: bool | None = None) -> None:
+def merge(run: str, out: str, load_in_4bit: bool | None = None, base: str | None = None) -> None:
     if not os.path.isfile(os.path.join(run, "adapter_config.json")):
         raise DataError(f"{run}: no adapter_config.json; give a run folder written by train_unsloth.py")
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -40,7 +40,7 @@ def merge(run: str, out: str, load_in_4bit: bool | None = None) -> None:
     config = load_run_config(run)
     if load_in_4bit is None:
         load_in_4bit = config.get("load_in_4bit", True)
-    model, tokenizer = load_model(run, config.get("max_length") or 3072, load_in_4bit=load_in_4bit)
+    model, tokenizer = load_model(run, config.get("max_length") or 3072, load_in_4bit=load_in_4bit, base=base)
     with atomic_folder(out) as tmp:
         try:
             model.save_pretrained_merged(tmp, tokenizer, save_method="merged_16bit")
@@ -58,8 +58,9 @@ def main() -> None:
     parser.add_argument("--load_in_4bit", choices=["true", "false"],
                         help="Merge into the base's 4-bit weights (dequantized: true) or its 16-bit ones (false); "
                              "default: as the run trained.")
+    parser.add_argument("--model", help="A local copy of the run's base model (as infer.py --adapter RUN --model).")
     args = parser.parse_args()
-    merge(args.run, args.out, None if args.load_in_4bit is None else args.load_in_4bit == "true")
+    merge(args.run, args.out, None if args.load_in_4bit is None else args.load_in_4bit == "true", args.model)
     print(f"wrote {args.out}: {args.run} merged into its base, saved in 16-bit; score it with "
           f"infer.py --model {args.out} --load_in_4bit false")
 
