@@ -18,9 +18,8 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-from trl import TrlParser
 
-from arena.config import DEFAULT_TEMPLATE, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config
+from arena.config import DEFAULT_TEMPLATE, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config, parse_settings
 from arena.data import BadRows, DataError, read_pairs
 from arena.io import write_json
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
@@ -61,11 +60,12 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     if args.adapter:
         run = load_run_config(args.adapter)
         template_file = args.prompt_template or os.path.join(args.adapter, "prompt.txt")
-        if not os.path.exists(template_file):
+        if not args.prompt_template and not os.path.exists(template_file):  # an adapter from elsewhere
             template_file = DEFAULT_TEMPLATE
     else:
         run = {}
         template_file = args.prompt_template or ZERO_SHOT_TEMPLATE
+    template = read_template(template_file)  # before the data and the model: a wrong path stops at once
     labels = args.labels or run.get("labels") or list(DEFAULT_LABELS)
     max_length = args.max_length or run.get("max_length") or 3072
 
@@ -80,7 +80,7 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     weights = (args.load_in_4bit, args.load_in_8bit)
     model, tokenizer = load_model(args.adapter or args.model_name_or_path, max_length, *weights)
     FastLanguageModel.for_inference(model)
-    renderer = Renderer(tokenizer, read_template(template_file), labels, max_length)
+    renderer = Renderer(tokenizer, template, labels, max_length)
 
     folder, name = os.path.split(os.path.abspath(args.output_file))
     cache = BatchCache(
@@ -108,6 +108,6 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
 
 if __name__ == "__main__":
     try:
-        main(*TrlParser((InferArgs, ScoreArgs)).parse_args_and_config())
+        main(*parse_settings((InferArgs, ScoreArgs)))
     except DataError as e:
         sys.exit(f"error: {e}")
