@@ -122,6 +122,8 @@ def parse_settings(dataclass_types, args: list[str] | None = None) -> tuple:
     known flags (exit code 2) instead of trl's ValueError and its traceback."""
     parser = TrlParser(dataclass_types, usage=USAGE)
     args = sys.argv[1:] if args is None else [str(a) for a in args]
+    # trl reads "--config FILE" only
+    args = [part for a in args for part in (a.split("=", 1) if a.startswith("--config=") else [a])]
     config = None
     if "--config" in args:
         at = args.index("--config")

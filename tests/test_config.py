@@ -73,7 +73,7 @@ def test_config_file_problems_name_the_file(capsys, tmp_path):
 def test_known_flags_and_keys_still_parse(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("seed: 3\nlora_r: 8\n")
-    data, model, _, train = parse_settings(TRAIN_SETTINGS, ["--config", config, "--model", "m", "--lora_r=4"])
+    data, model, _, train = parse_settings(TRAIN_SETTINGS, [f"--config={config}", "--model", "m", "--lora_r=4"])
     assert (train.seed, model.lora_r, model.model_name_or_path) == (3, 4, "m")  # the command line wins
 
 

@@ -48,12 +48,16 @@ def swapped_id(row_id):
     return row_id + SWAPPED
 
 
+def held_out_ids(run):
+    """The ids `run` held out: fold 0 of its folds.csv."""
+    return {r["id"] for r in read_rows(run / "folds.csv")[0] if r["fold"] == "0"}
+
+
 def held_out_rows(run, data):
-    """The rows of `data` that `run` held out (fold 0 of its folds.csv), and the header."""
-    with open(run / "folds.csv") as f:
-        held_out = {r["id"] for r in csv.DictReader(f) if r["fold"] == "0"}
+    """The rows of `data` that `run` held out, and the header."""
+    ids = held_out_ids(run)
     rows, header = read_rows(data)
-    return [r for r in rows if r["id"] in held_out], header
+    return [r for r in rows if r["id"] in ids], header
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +93,7 @@ def test_the_tiny_model_learns_the_demo_signal(trained_run):
 def test_infer_with_the_adapter_reproduces_same_model_scoring(trained_run, plain_scores):
     out, result = plain_scores
     oof, _ = read_predictions(trained_run / "oof.csv")
-    with open(trained_run / "folds.csv") as f:
-        held_out = {r["id"] for r in csv.DictReader(f) if r["fold"] == "0"}
+    held_out = held_out_ids(trained_run)
     assert set(oof) == held_out  # every held-out row, only those
     predictions, raw = read_predictions(out)
     assert list(raw[0]) == ["id", *LABEL_COLUMNS]
@@ -167,10 +170,11 @@ def test_infer_reads_the_runs_template_labels_and_budget(custom_run, tmp_path):
     rows, header = held_out_rows(run, data)
     # the budget cuts some of these rows, so a budget other than the run's would change their prompts
     renderer = Renderer(AutoTokenizer.from_pretrained(run), CUSTOM_TEMPLATE, CUSTOM_LABELS, CUSTOM_BUDGET)
-    pairs = read_pairs(str(write_rows(tmp_path / "heldout.csv", rows, header)))
+    heldout = write_rows(tmp_path / "heldout.csv", rows, header)
+    pairs = read_pairs(str(heldout))
     assert sum(r.dropped_turns + r.shortened_texts > 0 for r in renderer.render_many(pairs)) >= 10
     out = tmp_path / "submission.csv"
-    check(run_script("infer.py", "--adapter", run, "--data_file", tmp_path / "heldout.csv", "--output_file", out))
+    check(run_script("infer.py", "--adapter", run, "--data_file", heldout, "--output_file", out))
     predictions, _ = read_predictions(out)
     oof, _ = read_predictions(run / "oof.csv")
     assert list(predictions) == list(oof)
