@@ -22,9 +22,8 @@ import sys
 from dataclasses import dataclass, field
 
 import numpy as np
-from trl import TrlParser
 
-from arena.config import DEFAULT_TEMPLATE, DTYPE_HELP, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config
+from arena.config import DEFAULT_TEMPLATE, DTYPE_HELP, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config, parse_settings
 from arena.data import BadRows, DataError, read_pairs
 from arena.io import write_json
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
@@ -77,6 +76,7 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     template_file = args.prompt_template or (
         saved_template if os.path.exists(saved_template) else DEFAULT_TEMPLATE if args.adapter else ZERO_SHOT_TEMPLATE
     )
+    template = read_template(template_file)  # before the data and the model: a wrong path stops at once
     labels = args.labels or run.get("labels") or list(DEFAULT_LABELS)
     max_length = args.max_length or run.get("max_length") or 3072
 
@@ -95,7 +95,7 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     else:
         model, tokenizer = load_model(args.model_name_or_path, max_length, *weights, dtype=dtype)
     FastLanguageModel.for_inference(model)
-    renderer = Renderer(tokenizer, read_template(template_file), labels, max_length)
+    renderer = Renderer(tokenizer, template, labels, max_length)
 
     folder, name = os.path.split(os.path.abspath(args.output_file))
     cache = BatchCache(
@@ -124,6 +124,6 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
 
 if __name__ == "__main__":
     try:
-        main(*TrlParser((InferArgs, ScoreArgs)).parse_args_and_config())
+        main(*parse_settings((InferArgs, ScoreArgs)))
     except DataError as e:
         sys.exit(f"error: {e}")

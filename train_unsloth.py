@@ -24,9 +24,9 @@ import sys
 import numpy as np
 from datasets import Dataset
 from transformers import AutoTokenizer
-from trl import SFTTrainer, TrlParser
+from trl import SFTTrainer
 
-from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, save_config
+from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings, save_config
 from arena.data import BadRows, DataError, split_data
 from arena.io import atomic_open, write_json
 from arena.prompts import Renderer, read_template, training_columns
@@ -44,6 +44,8 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
     run = args.output_dir
     if not model_args.model_name_or_path:
         raise DataError("no model: give --model_name_or_path (a hub name or a local folder)")
+    resume = resume_path(args.resume_from_checkpoint, run)  # a wrong path stops before the model is loaded
+    template = read_template(data_args.prompt_template)
 
     # ---- data
     bad_rows = BadRows()
@@ -64,7 +66,6 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
     else:
         model, tokenizer = load_model(model_args.model_name_or_path, args.max_length, model_args.load_in_4bit,
                                       dtype=args.dtype)
-    template = read_template(data_args.prompt_template)
     renderer = Renderer(tokenizer, template, data_args.labels, args.max_length)
     label_tokens = tokenizer.convert_ids_to_tokens(renderer.label_ids)
     log(f"label tokens: {dict(zip(data_args.labels, label_tokens))} (the first token of each label is trained)")
@@ -88,7 +89,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     adapters_to_float32(model)
-    result = trainer.train(resume_from_checkpoint=resume_path(args.resume_from_checkpoint, run))
+    result = trainer.train(resume_from_checkpoint=resume)
 
     # ---- save
     trainer.save_model(run)
@@ -154,8 +155,7 @@ def write_folds(path: str, folds: list[tuple[str, int]]) -> None:
 
 
 if __name__ == "__main__":
-    parser = TrlParser((DataArgs, ModelArgs, ScoreArgs, TrainConfig))
     try:
-        main(*parser.parse_args_and_config())
+        main(*parse_settings((DataArgs, ModelArgs, ScoreArgs, TrainConfig)))
     except DataError as e:
         sys.exit(f"error: {e}")

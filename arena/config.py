@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 
 import torch
 import yaml
-from trl import SFTConfig
+from trl import SFTConfig, TrlParser
 
 from arena.data import DataError
 from arena.prompts import DEFAULT_LABELS
@@ -118,3 +120,57 @@ def load_run_config(folder: str) -> dict:
         return {}
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f) or {}
+
+
+USAGE = "%(prog)s [--config FILE.yaml] [--FLAG VALUE ...]  (every flag: --help)"
+
+
+def parse_settings(dataclass_types, args: list[str] | None = None) -> tuple:
+    """The settings from the command line and the --config file, as trl's TrlParser reads them. An unknown flag or
+    config key, or an unreadable config file, stops with argparse's usage line and one error line naming the closest
+    known flags (exit code 2) instead of trl's ValueError and its traceback."""
+    parser = TrlParser(dataclass_types, usage=USAGE)
+    args = sys.argv[1:] if args is None else [str(a) for a in args]
+    # trl reads "--config FILE" only
+    args = [part for a in args for part in (a.split("=", 1) if a.startswith("--config=") else [a])]
+    config = None
+    if "--config" in args:
+        at = args.index("--config")
+        if at + 1 == len(args):
+            parser.error("--config needs a YAML file")
+        config = args[at + 1]
+        check_config_file(parser, config)
+    *settings, config_rest, args_rest = parser.parse_args_and_config(
+        args, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    flags = sorted({s for a in parser._actions for s in a.option_strings if "-" not in s[2:]} | {"--config"})
+    unknown = [s.split("=")[0] for s in args_rest if s.startswith("--")]
+    if unknown:
+        parser.error("unrecognized arguments: " + "; ".join(did_you_mean(s, flags) for s in unknown))
+    if args_rest:
+        parser.error("unrecognized arguments: " + " ".join(args_rest))
+    if config_rest:
+        keys = sorted({a.dest for a in parser._actions} - {"help"})
+        names = [did_you_mean(k[2:], keys) for k in config_rest[0::2]]
+        parser.error(f"{config}: unknown key{'s' * (len(names) > 1)}: " + "; ".join(names))
+    return tuple(settings)
+
+
+def check_config_file(parser, path: str) -> None:
+    """A --config file that trl would fail on with a traceback (missing, not YAML, not a mapping) is a usage error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        parser.error(f"--config {path}: cannot read it ({' '.join(str(e).split())})")
+    if not isinstance(config, dict):
+        parser.error(f"--config {path}: expected a YAML mapping of settings (key: value)")
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`name`, with the closest of `known`: up to three within 0.1 of the best difflib ratio (at least 0.6), those
+    sharing the longest prefix with `name` first."""
+    scored = sorted(((difflib.SequenceMatcher(None, name, k).ratio(), k) for k in known), reverse=True)[:3]
+    close = [k for ratio, k in scored if ratio >= max(0.6, scored[0][0] - 0.1)]
+    close.sort(key=lambda k: -len(os.path.commonprefix([name, k])))  # stable: ties keep the ratio order
+    return f"{name} (did you mean {' or '.join(close)}?)" if close else name

@@ -36,28 +36,45 @@ def same_result_tolerance(dtype) -> float:
     return 10 * torch.finfo(dtype).resolution
 
 
-def predictions(path) -> dict:
+def read_rows(path):
+    """(rows as dicts, header) of a CSV file."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader), reader.fieldnames
+
+
+def write_rows(path, rows, header):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_probabilities(path) -> dict:
     """{id: probabilities} of a predictions file (a submission or oof.csv)."""
     import numpy as np
 
     from arena.data import LABEL_COLUMNS
 
-    with open(path, newline="") as f:
-        return {r["id"]: np.array([float(r[c]) for c in LABEL_COLUMNS]) for r in csv.DictReader(f)}
+    return {r["id"]: np.array([float(r[c]) for c in LABEL_COLUMNS]) for r in read_rows(path)[0]}
 
 
-def heldout_file(run, data_file, out, fold="0"):
-    """The rows of `data_file` that `run` held out (its folds.csv), as a labelled file of their own."""
-    with open(Path(run) / "folds.csv") as f:
-        held_out = {r["id"] for r in csv.DictReader(f) if r["fold"] == fold}
-    with open(data_file, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = [r for r in reader if r["id"] in held_out]
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, reader.fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
+def held_out_ids(run, fold="0"):
+    """The ids `run` held out (its folds.csv)."""
+    return {r["id"] for r in read_rows(Path(run) / "folds.csv")[0] if r["fold"] == fold}
+
+
+def held_out_rows(run, data_file):
+    """The rows of `data_file` that `run` held out, and the header."""
+    ids = held_out_ids(run)
+    rows, header = read_rows(data_file)
+    return [r for r in rows if r["id"] in ids], header
+
+
+def heldout_file(run, data_file, out):
+    """The rows of `data_file` that `run` held out, as a labelled file of their own."""
+    return write_rows(out, *held_out_rows(run, data_file))
 
 
 def check(result):

@@ -3,6 +3,7 @@ training that writes one run folder, and inference split across processes that e
 
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import sys
 import numpy as np
 import pytest
 
+from arena.data import LABEL_COLUMNS
 from conftest import ROOT, check, run_script
+from trace_files import read_trace
 
 # With accelerate's split_batches, two processes take halves of the very batches one process takes, so they compute
 # the same gradients up to the order of float additions: measured 2e-6 apart after 60 steps. (Without it, each
@@ -33,22 +36,33 @@ def launch(*args, processes=2):
     return check(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900))
 
 
+def read_oof(path):
+    with open(path, newline="") as f:
+        return {r["id"]: np.array([float(r[c]) for c in LABEL_COLUMNS]) for r in csv.DictReader(f)}
+
+
 def test_two_process_training_matches_a_single_process_run(tiny_model, demo_data, tmp_path):
     data = ["--model", tiny_model, "--train_file", demo_data / "train.csv"]
     check(run_script("train_unsloth.py", *SHORT_RUN, *data, "--output_dir", tmp_path / "one"))
-    launch("train_unsloth.py", *SHORT_RUN, *data, "--output_dir", tmp_path / "two",
-           "--accelerator_config", '{"split_batches": true}')
+    two = tmp_path / "two"
+    launch("tests/trace_files.py", tmp_path / "trace", two, "train_unsloth.py", *SHORT_RUN, *data,
+           "--output_dir", two, "--accelerator_config", '{"split_batches": true}')
     single = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    multi = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    multi = json.loads((two / "metrics.json").read_text())
     assert single["world_size"] == 1 and multi["world_size"] == 2
-    assert multi["n"] == single["n"]  # every held-out row scored once, gathered from both processes
-    with open(tmp_path / "two" / "oof.csv") as f:
-        ids = [r["id"] for r in csv.DictReader(f)]
-    assert len(ids) == len(set(ids)) == single["n"]
     assert single["log_loss"] < 1.0  # 60 steps already moved it off the class prior: the match means something
     assert abs(multi["log_loss"] - single["log_loss"]) < LOG_LOSS_TOLERANCE
     assert abs(multi["train_loss"] - single["train_loss"]) < LOG_LOSS_TOLERANCE
-    assert [p.name for p in (tmp_path / "two").glob("*.json")].count("metrics.json") == 1
+    # every held-out row scored once, gathered in order: each id has the single-process probabilities
+    one_oof, two_oof = read_oof(tmp_path / "one" / "oof.csv"), read_oof(two / "oof.csv")
+    assert list(two_oof) == list(one_oof)
+    for row_id, probs in two_oof.items():
+        np.testing.assert_allclose(probs, one_oof[row_id], atol=LOG_LOSS_TOLERANCE, err_msg=row_id)
+    # only the main process writes the run folder
+    written = [{os.path.relpath(path, two) for kind, path in read_trace(f"{tmp_path / 'trace'}.{rank}") if kind in "wd"}
+               for rank in (0, 1)]
+    assert {"oof.csv", "metrics.json", "config.yaml", "folds.csv", "prompt.txt", "versions.json"} <= written[0]
+    assert written[1] == set()
 
 
 def test_two_process_inference_equals_one_process(trained_run, demo_data, tmp_path):

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import check, predictions, run_script
+from conftest import check, read_probabilities, run_script
 
 ONLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # left out: the scripts must stay off the hub on their own
 
@@ -77,7 +77,7 @@ def test_an_adapter_goes_on_the_base_given_with_model(trained_run, tiny_model, d
         "is not on this machine; give its local copy with --model")
     check(run_script("infer.py", "--adapter", run, "--model", base, *data, "--output_file", tmp_path / "on-copy.csv"))
     check(run_script("infer.py", "--adapter", trained_run, *data, "--output_file", tmp_path / "original.csv"))
-    on_copy, original = predictions(tmp_path / "on-copy.csv"), predictions(tmp_path / "original.csv")
+    on_copy, original = read_probabilities(tmp_path / "on-copy.csv"), read_probabilities(tmp_path / "original.csv")
     assert on_copy.keys() == original.keys() and len(on_copy) == 60
     assert np.std(list(original.values())) > 0.05  # the trained adapter is really there: the match means something
     for row_id in original:

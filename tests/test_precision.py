@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import check, heldout_file, predictions, run_script, same_result_tolerance
+from conftest import check, heldout_file, read_probabilities, run_script, same_result_tolerance
 
 BF16_CPU = {"UNSLOTH_CPU_BF16": "1"}
 SHORT = ["--config", "configs/demo.yaml", "--max_steps", "20", "--per_device_train_batch_size", "8"]
@@ -29,7 +29,7 @@ def test_auto_dtype_is_float32_also_where_the_cpu_has_bf16(tiny_model, demo_data
         metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())
         assert metrics[name]["dtype"] == "float32" and metrics[name]["adapter_dtype"] == "float32", metrics[name]
         assert yaml.safe_load((tmp_path / name / "config.yaml").read_text())["dtype"] == "auto"
-    a, b = predictions(tmp_path / "plain" / "oof.csv"), predictions(tmp_path / "bf16-cpu" / "oof.csv")
+    a, b = read_probabilities(tmp_path / "plain" / "oof.csv"), read_probabilities(tmp_path / "bf16-cpu" / "oof.csv")
     assert a.keys() == b.keys()
     tolerance = same_result_tolerance(torch.float32)
     for row_id in a:
@@ -47,7 +47,7 @@ def test_bfloat16_run_scores_the_same_after_training_as_after_reloading(tiny_mod
     data = heldout_file(run, demo_data / "train.csv", tmp_path / "heldout.csv")
     check(run_script("infer.py", "--adapter", run, "--data_file", data, "--output_file", out, env=BF16_CPU))
     assert json.loads((out.parent / "metrics.json").read_text())["dtype"] == "bfloat16"  # the run's dtype
-    oof, reloaded = predictions(run / "oof.csv"), predictions(out)
+    oof, reloaded = read_probabilities(run / "oof.csv"), read_probabilities(out)
     assert oof.keys() == reloaded.keys()
     # the same function on the same batches, so equal up to float32 output rounding: a model still scored under
     # the trainer's bf16 autocast, or adapters of another dtype, differ by far more
