@@ -17,12 +17,16 @@ SHARED_TOKENIZERS = ROOT.parent / "shared" / "tokenizers"
 sys.path.insert(0, str(ROOT))
 
 
-def run_script(*args, timeout=600, env=None, unset=()):
+# seconds a script may run; raise it on a slow or busy machine (the demo training takes about a minute on 2 idle cores)
+SCRIPT_TIMEOUT = int(os.environ.get("ARENA_TEST_TIMEOUT", "600"))
+
+
+def run_script(*args, timeout=None, env=None, unset=()):
     """Runs a project script the way a user does, from the project root; returns the CompletedProcess. `env` adds
     to the environment, `unset` names variables to leave out of it."""
     environment = {key: value for key, value in os.environ.items() if key not in unset}
     return subprocess.run(
-        [sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout or SCRIPT_TIMEOUT,
         env={**environment, **(env or {})},
     )
 
