@@ -25,6 +25,9 @@ import subprocess
 import sys
 import time
 
+import torch
+import yaml
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_unsloth  # noqa: E402  (imports unsloth first)
 import infer  # noqa: E402
@@ -41,16 +44,17 @@ VARIANTS = {
     "+distill(run)": ["--loss", "label", "--swap_augment", "--teacher_file", "{teacher}"],
     "+distill(truth)": ["--loss", "label", "--swap_augment", "--teacher_file", "{truth}"],
 }
+CONFIG = "configs/demo.yaml"
 TEACHER_OF = "label+swap"  # the run whose predictions the +distill(run) variant learns from
 
 
 def build(folder: str, rows: int) -> tuple[str, str]:
-    """The demo data and tiny model in `folder`; returns (train.csv, model folder)."""
+    """The demo data and the tiny model (its tokenizer is trained on that data) in `folder`; returns (train.csv,
+    model folder)."""
     data, model = os.path.join(folder, "data"), os.path.join(folder, "model")
-    if not os.path.exists(os.path.join(model, "config.json")):
-        for args in (["data/make_demo_data.py", "--out", data, "--rows", str(rows), "--test_rows", "0", "--seed", "0"],
-                     ["tools/make_random_model.py", "--out", model, "--corpus", os.path.join(data, "train.csv")]):
-            subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    for args in (["data/make_demo_data.py", "--out", data, "--rows", str(rows), "--test_rows", "0", "--seed", "0"],
+                 ["tools/make_random_model.py", "--out", model, "--corpus", os.path.join(data, "train.csv")]):
+        subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return os.path.join(data, "train.csv"), model
 
 
@@ -76,10 +80,10 @@ def summary(values: list[float]) -> dict:
 def table(result: dict) -> str:
     lines = ["| variant | held-out log loss: median (range) | Bayes limit: median | gap: median (range) | "
              "seeds under 0.8 | train seconds: median |", "|---|---|---|---|---|---|"]
-    for name, v in result["variants"].items():
+    for v in result["variants"]:
         ll, gap = v["log_loss"], v["gap"]
         lines.append(
-            f"| {name} | {ll['median']:.4f} ({ll['min']:.4f}-{ll['max']:.4f}) | {v['bayes_limit']['median']:.4f} "
+            f"| {v['name']} | {ll['median']:.4f} ({ll['min']:.4f}-{ll['max']:.4f}) | {v['bayes_limit']['median']:.4f} "
             f"| {gap['median']:.4f} ({gap['min']:.4f}-{gap['max']:.4f}) | {v['under_0.8']}/{len(v['seeds'])} "
             f"| {v['train_seconds']['median']:.0f} |")
     return "\n".join(lines)
@@ -91,13 +95,13 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(result["variants"])
+    names = [v["name"] for v in result["variants"]]
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    for x, name in enumerate(names):
-        v = result["variants"][name]
+    for x, v in enumerate(result["variants"]):
         ax.plot([x] * len(v["per_seed"]), [r["log_loss"] for r in v["per_seed"]], "o", color="tab:blue",
                 alpha=0.7, label="held-out log loss, one seed" if x == 0 else None)
-        ax.plot([x - 0.3, x + 0.3], [v["log_loss"]["median"]] * 2, "-", color="tab:blue")
+        ax.plot([x - 0.3, x + 0.3], [v["log_loss"]["median"]] * 2, "-", color="tab:blue",
+                label="median" if x == 0 else None)
         ax.plot([x] * len(v["per_seed"]), [r["bayes_limit"] for r in v["per_seed"]], "_", color="black",
                 markersize=14, label="Bayes limit of that seed's held-out rows" if x == 0 else None)
     ax.set_xticks(range(len(names)), names)
@@ -122,9 +126,15 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="1 seed, 3 steps, 300 rows (CI)")
     parser.add_argument("extra", nargs="*", help="more train_unsloth.py flags for every run, after --")
     args = parser.parse_args()
+    os.chdir(ROOT)  # the configs and prompts are named relative to the project
     steps = []
     if args.smoke:
         args.seeds, args.rows, steps = args.seeds[:1], 300, ["--max_steps", "3", "--logging_steps", "1"]
+    with open(os.path.join(ROOT, CONFIG), encoding="utf-8") as f:
+        max_steps = yaml.safe_load(f)["max_steps"]
+    for flags in (steps, args.extra):
+        if "--max_steps" in flags:
+            max_steps = int(flags[flags.index("--max_steps") + 1])
     if "+distill(run)" in args.variants and TEACHER_OF not in args.variants:
         parser.error(f"+distill(run) learns from the {TEACHER_OF} run: keep that variant")
     start = time.time()
@@ -136,7 +146,7 @@ def main() -> None:
         for name in args.variants:
             run = os.path.join(args.out, f"seed{seed}", name)
             flags = [f.format(teacher=teacher, truth=truth) for f in VARIANTS[name]]
-            metrics = train(["--config", "configs/demo.yaml", "--model", model, "--train_file", data, "--seed",
+            metrics = train(["--config", CONFIG, "--model", model, "--train_file", data, "--seed",
                              str(seed), "--output_dir", run, *steps, *flags, *args.extra])
             per_seed[name].append({"seed": seed, **{k: metrics[k] for k in
                                    ("log_loss", "bayes_limit", "gap", "accuracy", "n", "train_loss", "train_seconds")}})
@@ -145,13 +155,13 @@ def main() -> None:
             if name == TEACHER_OF:
                 teacher = teacher_predictions(run, data, os.path.join(run, "teacher", "train_predictions.csv"))
     result = {
-        "device": "cpu", "cpu_count": os.cpu_count(), "smoke": args.smoke, "seeds": args.seeds,
-        "steps": 3 if args.smoke else 400, "rows": args.rows, "config": "configs/demo.yaml",
-        "variants": {name: {
-            "flags": VARIANTS[name], "seeds": args.seeds, "per_seed": runs,
+        "device": "cpu", "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "smoke": args.smoke,
+        "seeds": args.seeds, "steps": max_steps, "rows": args.rows, "config": CONFIG, "extra_flags": args.extra,
+        "variants": [{
+            "name": name, "flags": VARIANTS[name], "seeds": args.seeds, "per_seed": runs,
             **{key: summary([r[key] for r in runs]) for key in ("log_loss", "bayes_limit", "gap", "train_seconds")},
             "under_0.8": sum(r["log_loss"] < 0.8 for r in runs),
-        } for name, runs in per_seed.items()},
+        } for name, runs in per_seed.items()],
         "wall_seconds": time.time() - start,
         "command": "python " + " ".join(sys.argv),
     }

@@ -2,8 +2,8 @@
 and the true probabilities every label was drawn from, so the best possible score is known.
 
 Each battle's last turn decides it, by how much each answer hedges. An answer is one to three sentences: plain facts
-("The moon changes with the seasons."), hedges ("Sorry, I am not sure about this."), or some of each; its hedge
-share h is its hedges over its sentences (0: direct, 1: a refusal). With d = h_b - h_a (how much more B hedges),
+("The moon changes with the seasons."), hedges ("Sorry, I am not sure about this."), or (one answer in five)
+hedges then facts; its hedge share h is its hedges over its sentences (0: direct, 1: a refusal). With d = h_b - h_a (how much more B hedges),
 the true distribution is
 
     P(tie) = 0.9 * exp(-(d / 0.35)^2),   P(A) = (1 - P(tie)) * sigmoid(5 d),   P(B) = 1 - P(tie) - P(A)
@@ -15,11 +15,13 @@ have two or three turns (the earlier turns are plain on both sides).
 
 truth.csv holds every row's true distribution (`id` and the submission's three columns, readable as a teacher file
 or a prediction file). The best possible log loss of a set of rows, its Bayes limit, is the mean entropy of their
-true distributions (about 0.47 here); the class prior scores about 1.10.
+true distributions (about 0.35 here); the class prior scores about 1.10.
 
 Why this signal: a tiny random model learns from wording it can see, not from world knowledge. With hedges that
 fill the whole answer, a 2-layer Llama (tools/make_random_model.py) learned "refusal loses" on each of the 6 seeds
-tried; the partial hedges ask it to weigh how much of each answer hedges.
+tried; the partial hedges ask it to weigh how much of each answer hedges. With two answers in five mixed, the
+demo recipe (next-token loss) stayed at the class prior for 400 steps (log loss 1.0985 on seed 0); with one in five
+it learned (0.479 against a Bayes limit of 0.351 on the test suite's data).
 
     python data/make_demo_data.py --out data/demo --rows 3000 --test_rows 500 --seed 0
 
@@ -52,6 +54,7 @@ FOLLOW_UPS = ["Thanks. Anything else?", "Can you say more?", "Interesting, go on
 
 # The true distribution's shape (see the module docstring)
 TIE_PEAK, TIE_WIDTH, WIN_SLOPE = 0.9, 0.35, 5.0
+PURE_SHARE = 0.8  # answers that are all facts or all hedges; the others mix both
 
 
 def facts(rng: random.Random, subject: str, n: int) -> list[str]:
@@ -64,12 +67,12 @@ def answer(rng: random.Random, subject: str, hedge: bool) -> str:
 
 
 def graded_answer(rng: random.Random, subject: str) -> tuple[str, float]:
-    """The last turn's answer and its hedge share: direct (30%), a refusal (30%), or hedges then facts (40%)."""
+    """The last turn's answer and its hedge share: direct or a refusal (PURE_SHARE, half each), or hedges then
+    facts."""
     r = rng.random()
-    if r < 0.6:
-        hedge = r >= 0.3
-        text = answer(rng, subject, hedge)
-        return text, float(hedge)
+    if r < PURE_SHARE:
+        hedge = r >= PURE_SHARE / 2
+        return answer(rng, subject, hedge), float(hedge)
     n = rng.choice([2, 3])
     k = rng.randint(1, n - 1)
     return " ".join(rng.sample(HEDGES, k) + facts(rng, subject, n - k)), k / n

@@ -146,3 +146,25 @@ def test_label_logits_apply_the_final_logit_softcapping_of_gemma2():
     assert full.abs().max() <= 2.0 and (full.abs() > 1.5).any()  # the cap is active
     np.testing.assert_allclose(logits.numpy(), full[[0, 1], [7, 5]][:, label_ids].numpy(), atol=1e-5)
     assert classes.tolist() == [1, 2]
+
+
+def test_swap_augmented_pairs_share_a_batch(lora_model, demo_data, tmp_path):
+    from arena.data import swap_augment
+
+    model, tokenizer = lora_model
+    renderer = Renderer(tokenizer, read_template("prompts/two_conversations.txt"), DEFAULT_LABELS, 512)
+    pairs, _ = swap_augment(read_pairs(str(demo_data / "train.csv"))[:12])
+    args = TrainConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, max_length=512, swap_augment=True,
+                       train_sampling_strategy="group_by_length")
+    trainer = ArenaTrainer(model=model, args=args, train_dataset=Dataset.from_dict(training_columns(renderer, pairs)),
+                           processing_class=tokenizer, label_ids=renderer.label_ids)
+    order = list(trainer._get_train_sampler())
+    assert sorted(order) == list(range(24)) and all(order[k + 1] == order[k] + 12 for k in range(0, 24, 2))
+    swapped_label = dict(zip(renderer.label_ids, [renderer.label_ids[i] for i in (1, 0, 2)]))
+    for batch in trainer.get_train_dataloader():
+        mask, ids, labels = batch["attention_mask"], batch["input_ids"], batch["labels"]
+        for row in range(0, len(mask), 2):  # each original, then its swap: the same tokens, the label swapped
+            n = int(mask[row].sum())
+            assert int(mask[row + 1].sum()) == n
+            assert sorted(ids[row, : n - 1].tolist()) == sorted(ids[row + 1, : n - 1].tolist())
+            assert swapped_label[labels[row, n - 1].item()] == labels[row + 1, n - 1].item()

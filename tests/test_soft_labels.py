@@ -89,13 +89,13 @@ def test_the_demo_states_true_probabilities_that_vary_and_its_labels_follow_them
     assert len(truth) == 1500 + 60
     p = np.stack([truth[pair.id] for pair in pairs])
     top = p.max(axis=1)
-    assert (top > 0.9).mean() > 0.2 and (top < 0.6).mean() > 0.1  # near-certain rows and uncertain ones
+    assert (top > 0.95).mean() > 0.2 and (top < 0.6).mean() > 0.05  # near-certain rows and uncertain ones
     labels = np.eye(3)[[pair.label for pair in pairs]]
     np.testing.assert_allclose(labels.mean(axis=0), p.mean(axis=0), atol=0.05)  # drawn from the truth
     result = {"log_loss": 1.0}
     note = add_bayes_limit(result, pairs)
     entropy = -np.mean([sum(x * math.log(x) for x in row if x > 0) for row in p])
-    assert result["bayes_limit"] == pytest.approx(entropy, abs=1e-9) and 0.3 < entropy < 0.7
+    assert result["bayes_limit"] == pytest.approx(entropy, abs=1e-9) and 0.2 < entropy < 0.6
     assert note == f" (Bayes limit {entropy:.4f}, gap {1.0 - entropy:.4f})"
 
 
