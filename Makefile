@@ -21,7 +21,7 @@ demo: setup
 	$(PY) train_unsloth.py --config configs/demo.yaml
 	$(PY) infer.py --adapter runs/demo --data_file data/demo/test.csv --output_file runs/demo-test/submission.csv
 	@$(PY) -c "import json; m = json.load(open('runs/demo/metrics.json')); \
-	print(f\"demo: held-out log loss {m['log_loss']:.4f} (uniform guess 1.0986), accuracy {m['accuracy']:.3f}\")"
+	print(f\"demo: held-out log loss {m['log_loss']:.4f} (Bayes limit {m['bayes_limit']:.4f}, uniform guess 1.0986), accuracy {m['accuracy']:.3f}\")"
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -27,7 +27,7 @@ from arena.config import DEFAULT_TEMPLATE, DTYPE_HELP, ZERO_SHOT_TEMPLATE, Score
 from arena.data import BadRows, DataError, read_pairs
 from arena.io import write_json
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
-from arena.run import dtype_name, load_model, model_fingerprint, process_state, write_predictions
+from arena.run import add_bayes_limit, dtype_name, load_model, model_fingerprint, process_state, write_predictions
 from arena.scoring import BatchCache, metrics, score_pairs
 
 
@@ -117,9 +117,10 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     if all(p.label is not None for p in pairs):
         result = {**metrics(probs, np.array([p.label for p in pairs])), "tta": score_args.tta,
                   "world_size": state.num_processes, "dtype": dtype_name(model.dtype)}
+        bayes = add_bayes_limit(result, pairs)
         path = os.path.join(os.path.dirname(os.path.abspath(args.output_file)), "metrics.json")
         write_json(path, result)
-        print(f"log loss {result['log_loss']:.4f}, accuracy {result['accuracy']:.3f}, n {result['n']}  ({path})")
+        print(f"log loss {result['log_loss']:.4f}{bayes}, accuracy {result['accuracy']:.3f}, n {result['n']}  ({path})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ Every setting is a flag (`--learning_rate 1e-4`) or a key in the --config YAML; 
 SFTConfig. The run folder (--output_dir) gets: the LoRA adapter and tokenizer, config.yaml, prompt.txt,
 folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; bad_rows.csv with --on_bad_row skip;
 only lengths.png (and bad_rows.csv) with --dry_run, which loads the tokenizer alone and trains nothing.
+
+The recipe's options (arena/losses.py): --loss label trains the cross-entropy over the label tokens' logits only;
+--swap_augment adds every training pair with A and B swapped, batched next to the original; --teacher_file F
+(another run's oof.csv, a submission, the demo's truth.csv; several are averaged) distills its probabilities with
+--distill_alpha and --distill_temperature. On the demo data (a truth.csv beside it) the held-out score is printed
+with its Bayes limit, the best score possible.
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers and trl on import)
@@ -24,16 +30,16 @@ import sys
 import numpy as np
 from datasets import Dataset
 from transformers import AutoTokenizer
-from trl import SFTTrainer
 
 from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings, save_config
-from arena.data import BadRows, DataError, split_data
+from arena.data import BadRows, DataError, split_data, swap_augment
 from arena.io import atomic_open, write_json
+from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
 from arena.run import (
-    BASE_MODEL_FILE, adapters_to_float32, base_facts, latest_checkpoint, load_model, local_only, precision,
-    process_state, versions, write_predictions,
+    BASE_MODEL_FILE, adapters_to_float32, add_bayes_limit, base_facts, latest_checkpoint, load_model, local_only,
+    precision, process_state, teacher_probs, versions, write_predictions,
 )
 from arena.scoring import metrics, score_pairs
 
@@ -46,6 +52,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         raise DataError("no model: give --model_name_or_path (a hub name or a local folder)")
     resume = resume_path(args.resume_from_checkpoint, run)  # a wrong path stops before the model is loaded
     template = read_template(data_args.prompt_template)
+    check_loss_settings(args.loss, args.distill_alpha, args.distill_temperature, bool(data_args.teacher_file))
 
     # ---- data
     bad_rows = BadRows()
@@ -53,6 +60,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         data_args.train_file, data_args.extra_file, data_args.n_folds, data_args.fold, args.seed,
         data_args.on_bad_row, bad_rows,
     )
+    train_pairs, soft = training_pairs(split, data_args, args.swap_augment, bad_rows)
     for name, count in split.counts.items():
         log(f"{name}: {count}")
     if data_args.on_bad_row == "skip" and state.is_main_process:
@@ -75,7 +83,10 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
             print(data_report(split, renderer, run))
         return
 
-    dataset = Dataset.from_dict(training_columns(renderer, split.train))
+    columns = training_columns(renderer, train_pairs)
+    if soft is not None:
+        columns[SOFT_LABELS] = soft
+    dataset = Dataset.from_dict(columns)
 
     # ---- training
     model = FastLanguageModel.get_peft_model(
@@ -87,7 +98,8 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         use_gradient_checkpointing=gradient_checkpointing(model_args.use_gradient_checkpointing),
         random_state=args.seed,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = ArenaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                           label_ids=renderer.label_ids)
     adapters_to_float32(model)
     result = trainer.train(resume_from_checkpoint=resume)
 
@@ -119,6 +131,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         "tta": score_args.tta,
         **precision(model),
     }
+    bayes = add_bayes_limit(result_metrics, split.heldout)
     if state.is_main_process:
         write_predictions(
             os.path.join(run, "oof.csv"), split.heldout, probs,
@@ -126,8 +139,24 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
              "identical": [p.identical for p in split.heldout]},
         )
         write_json(os.path.join(run, "metrics.json"), result_metrics)
-    log(f"held-out fold {data_args.fold}: log loss {result_metrics['log_loss']:.4f}, "
+    log(f"held-out fold {data_args.fold}: log loss {result_metrics['log_loss']:.4f}{bayes}, "
         f"accuracy {result_metrics['accuracy']:.3f}, n {result_metrics['n']}  ({run}/metrics.json)")
+
+
+def training_pairs(split, data_args: DataArgs, swap: bool, bad_rows: BadRows):
+    """The training pairs and their teacher probabilities (None without --teacher_file), with every pair also
+    swapped under --swap_augment (never the held-out fold); the counts go to split.counts."""
+    pairs, soft = split.train, None
+    if data_args.teacher_file:
+        pairs, soft = teacher_probs(data_args.teacher_file, pairs, data_args.on_bad_row, bad_rows)
+        files = len(data_args.teacher_file)
+        split.counts["training rows with teacher probabilities" + (f" (mean of {files} files)" if files > 1 else "")] = len(pairs)
+        if data_args.on_bad_row == "skip":
+            split.counts["bad rows skipped"] = len(bad_rows)
+    if swap:
+        pairs, soft = swap_augment(pairs, soft)
+        split.counts["swapped rows added (--swap_augment)"] = len(pairs) // 2
+    return pairs, soft
 
 
 def gradient_checkpointing(value: str):

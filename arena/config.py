@@ -68,6 +68,11 @@ class DataArgs:
         default="error", metadata={"help": "'error' stops at a bad row; 'skip' skips it and lists it in the run folder."}
     )
     dry_run: bool = field(default=False, metadata={"help": "Print data statistics and stop before training."})
+    teacher_file: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Soft labels: prediction file(s) with id and the three probability columns (an oof.csv, "
+                          "a submission, truth.csv); several are averaged. Needs --loss label.", "action": ListFlag},
+    )
 
 
 @dataclass
@@ -89,6 +94,19 @@ class TrainConfig(SFTConfig):
     save_total_limit: int | None = 2
     report_to: None | str | list[str] = "none"
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
+    # this project's training settings (arena/losses.py)
+    loss: str = field(
+        default="token",
+        metadata={"help": "'token': cross-entropy over the whole vocabulary at the label position; 'label': over "
+                          "the label tokens' logits only.", "choices": ["token", "label"]},
+    )
+    swap_augment: bool = field(
+        default=False, metadata={"help": "Also train on every training pair with A and B swapped, in the same batch."}
+    )
+    distill_alpha: float = field(
+        default=0.5, metadata={"help": "With --teacher_file: weight of the hard-label loss; 1 - alpha goes to the KL."}
+    )
+    distill_temperature: float = field(default=1.0, metadata={"help": "With --teacher_file: the KL's temperature."})
 
     def __post_init__(self):
         # the trainer's mixed precision follows the compute dtype (set before SFTConfig derives its own from it)

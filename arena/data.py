@@ -62,6 +62,14 @@ class Pair:
         return replace(self, response_a=self.response_b, response_b=self.response_a, label=label)
 
 
+def swap_augment(pairs: list[Pair], probs: list[list[float]] | None = None):
+    """Training pairs, then every pair with A and B swapped (label swapped): rows [n, 2n) are the swaps of rows
+    [0, n), which arena.losses.SwapPairSampler batches together. Teacher probabilities, when given, follow with A's
+    and B's columns exchanged. Returns (pairs, probs)."""
+    swapped_probs = None if probs is None else probs + [[p[1], p[0], *p[2:]] for p in probs]
+    return pairs + [p.swapped() for p in pairs], swapped_probs
+
+
 @dataclass
 class BadRows:
     """Rows skipped under `on_bad_row="skip"`: (file, row, id, column, problem)."""

@@ -1,4 +1,5 @@
-"""The pieces of a run both scripts need: the model loader, the predictions file, and what ran."""
+"""The pieces of a run both scripts need: the model loader, the predictions file (written, and read back as a
+teacher file), the demo's Bayes limit, and what ran."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import tempfile
 import numpy as np
 import torch
 
-from arena.data import LABEL_COLUMNS, DataError, Pair
+from arena.data import LABEL_COLUMNS, BadRows, DataError, Pair, RowError, read_table
 from arena.io import atomic_open, write_json
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -167,6 +168,91 @@ def write_predictions(path: str, pairs: list[Pair], probs: np.ndarray, extra: di
         writer.writerow(["id", *LABEL_COLUMNS, *extra])
         for i, (pair, p) in enumerate(zip(pairs, probs)):
             writer.writerow([pair.id, *map(float, p), *(column[i] for column in extra.values())])
+
+
+def read_predictions(path: str, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> dict[str, np.ndarray]:
+    """{id: probabilities} of a file with `id` and the submission's columns, as write_predictions writes them (an
+    oof.csv, a submission, the demo's truth.csv; CSV, Parquet or JSON Lines). Rows are normalised to sum to 1; a
+    row with a probability that is not a non-negative number, or an id seen before, stops the run or, with
+    `on_bad_row="skip"`, is recorded in `bad_rows` and left out."""
+    columns, rows = read_table(path)
+    missing = [c for c in ("id", *LABEL_COLUMNS) if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a prediction file has id, "
+                        f"{', '.join(LABEL_COLUMNS)}")
+    out = {}
+    for i, row in rows:
+        row_id = str(row.get("id", ""))
+        try:
+            if getattr(row, "problem", None):  # a row the file format itself could not parse
+                raise RowError(path, i, "", "", row.problem)
+            if not row_id:
+                raise RowError(path, i, "", "id", "empty id")
+            if row_id in out:
+                raise RowError(path, i, row_id, "id", "duplicate id")
+            out[row_id] = _probabilities(path, i, row_id, row)
+        except RowError as e:
+            if on_bad_row != "skip" or bad_rows is None:
+                raise
+            bad_rows.add(e)
+    return out
+
+
+def _probabilities(path: str, i: int, row_id: str, row: dict) -> np.ndarray:
+    values = []
+    for column in LABEL_COLUMNS:
+        try:
+            values.append(float(row[column]))
+        except (KeyError, TypeError, ValueError):
+            raise RowError(path, i, row_id, column, f"probability {row.get(column)!r} is not a number") from None
+        if not np.isfinite(values[-1]) or values[-1] < 0:
+            raise RowError(path, i, row_id, column, f"probability {values[-1]!r} is not a non-negative number")
+    if sum(values) <= 0:
+        raise RowError(path, i, row_id, "/".join(LABEL_COLUMNS), "probabilities sum to 0")
+    return np.array(values) / sum(values)
+
+
+def teacher_probs(
+    paths: list[str], pairs: list[Pair], on_bad_row: str = "error", bad_rows: BadRows | None = None,
+) -> tuple[list[Pair], list[list[float]]]:
+    """Soft labels for training pairs: the average of the teacher files' probabilities for each pair's id. A pair
+    that a file has no row for stops the run, or with `on_bad_row="skip"` is left out and recorded in `bad_rows`.
+    Returns the pairs kept and their probabilities."""
+    bad_rows = BadRows() if bad_rows is None else bad_rows
+    tables = [(path, read_predictions(path, on_bad_row, bad_rows)) for path in paths]
+    kept, probs = [], []
+    for pair in pairs:
+        missing = next((path for path, table in tables if pair.id not in table), None)
+        if missing is None:
+            kept.append(pair)
+            probs.append(np.mean([table[pair.id] for _, table in tables], axis=0).tolist())
+            continue
+        problem = f"no teacher row for training row id {pair.id} (of {pair.source})"
+        if on_bad_row != "skip":
+            raise DataError(f"{missing}: {problem}")
+        bad_rows.rows.append((missing, "", pair.id, "id", problem))
+    return kept, probs
+
+
+TRUTH_FILE = "truth.csv"  # the demo's true probabilities, beside its data (data/make_demo_data.py)
+
+
+def add_bayes_limit(result: dict, pairs: list[Pair]) -> str:
+    """On data with a truth.csv beside it (the demo): adds `bayes_limit`, the best log loss possible on `pairs` (the
+    mean entropy of their true distributions), and `gap` (log_loss - bayes_limit) to `result`, and returns them in
+    words for the score line. Elsewhere returns ""."""
+    truths = {}
+    for source in sorted({p.source for p in pairs}):
+        path = os.path.join(os.path.dirname(source), TRUTH_FILE)
+        if not os.path.exists(path):
+            return ""
+        truths.update(read_predictions(path))
+    if not pairs or any(p.id not in truths for p in pairs):
+        return ""
+    p = np.stack([truths[pair.id] for pair in pairs])
+    result["bayes_limit"] = float(-np.mean(np.sum(p * np.log(np.where(p > 0, p, 1)), axis=1)))
+    result["gap"] = result["log_loss"] - result["bayes_limit"]
+    return f" (Bayes limit {result['bayes_limit']:.4f}, gap {result['gap']:.4f})"
 
 
 def versions() -> dict[str, str]:

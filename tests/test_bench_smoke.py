@@ -114,3 +114,24 @@ def test_adapter_dtype_benchmark_runs_both_modes_on_the_same_data(tiny_model, de
     losses = result["train_loss"]
     assert abs(losses["bf16"] - losses["float32"]) < 1e-2 * losses["float32"]
     assert result["adapter_dtype"] == {"bf16": "bfloat16", "float32": "float32"}  # two modes, not one run twice
+
+
+def test_quality_smoke_trains_every_variant_and_reports_the_bayes_limit(tmp_path):
+    out = tmp_path / "quality"
+    check(run_script("bench/quality.py", "--smoke", "--out", out, "--results", out / "quality.json",
+                     "--plot", out / "quality.png"))
+    result = json.loads((out / "quality.json").read_text())
+    assert result["smoke"] and result["steps"] == 3 and result["seeds"] == [0]
+    assert [v["name"] for v in result["variants"]] == ["token", "label", "label+swap", "+distill(run)",
+                                                       "+distill(truth)"]
+    for v in result["variants"]:
+        [run] = v["per_seed"]
+        assert 0 < run["bayes_limit"] < 1.0986 and run["gap"] == pytest.approx(run["log_loss"] - run["bayes_limit"])
+        assert v["log_loss"]["median"] == run["log_loss"] and run["n"] == 60
+    # the distilled runs read their teachers: the label+swap run's predictions on every row, and truth.csv
+    teacher = out / "seed0" / "label+swap" / "teacher" / "train_predictions.csv"
+    assert len(teacher.read_text().splitlines()) == 1 + 300
+    for name, file in (("+distill(run)", teacher), ("+distill(truth)", out / "data" / "truth.csv")):
+        config = (out / "seed0" / name / "config.yaml").read_text()
+        assert f"- {file}" in config and "swap_augment: true" in config and "loss: label" in config
+    assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

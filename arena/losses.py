@@ -1,0 +1,178 @@
+"""Training losses on the label token, and the trl trainer that computes them (`--loss`, `--teacher_file`).
+
+- `token`: trl's next-token cross-entropy over the whole vocabulary at the label position (the seed recipe; the
+  trainer's own loss, with unsloth's fused or chunked kernels).
+- `label`: the cross-entropy over the label tokens' logits only, a softmax over len(label_ids) logits: what the
+  metric scores.
+- with soft labels (teacher probabilities, `--teacher_file`): alpha * label CE + (1 - alpha) * T^2 *
+  KL(teacher || student), both distributions over the label logits at temperature T (the teacher's probabilities p
+  become softmax(log p / T)).
+
+The label logits are computed at the positions that predict a label token only (found from `labels != -100`,
+shifted by one), times the output head's rows of the label tokens: the model runs its own forward pass (so DDP,
+unsloth's padding-free batches and the model's final logit soft-capping all apply) with its output head standing
+in as `LabelHead` for that one call. No [batch, length, vocab] tensor is ever built.
+"""
+
+from __future__ import annotations
+
+import unsloth  # noqa: F401  (first: unsloth patches trl's SFTTrainer, which ArenaTrainer extends)
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from accelerate.data_loader import SeedableRandomSampler
+from torch.utils.data import RandomSampler, Sampler
+from transformers.trainer_pt_utils import BatchRebalanceSampler
+from trl import SFTTrainer
+
+from arena.data import DataError
+
+LOSSES = ("token", "label")
+SOFT_LABELS = "soft_labels"  # the dataset column of teacher probabilities
+
+
+def check_loss_settings(loss: str, alpha: float, temperature: float, has_teacher: bool) -> None:
+    if loss not in LOSSES:
+        raise DataError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if has_teacher and loss != "label":
+        raise DataError("--teacher_file distills over the label logits: add --loss label")
+    if not 0 <= alpha <= 1:
+        raise DataError(f"--distill_alpha must be between 0 and 1, got {alpha}")
+    if temperature <= 0:
+        raise DataError(f"--distill_temperature must be positive, got {temperature}")
+
+
+class LabelHead(torch.nn.Module):
+    """Stands in for a model's output head for one forward pass: the hidden states at `positions` (rows, columns)
+    times the head's rows of the label tokens, [len(rows), len(label_ids)]."""
+
+    def __init__(self, head: torch.nn.Module, label_ids: list[int], positions: tuple[torch.Tensor, torch.Tensor]):
+        super().__init__()
+        ids = torch.as_tensor(label_ids, device=head.weight.device)
+        self.weight = head.weight.index_select(0, ids)  # read by callers for the head's dtype and device
+        self.bias = head.bias.index_select(0, ids) if getattr(head, "bias", None) is not None else None
+        self.positions = positions
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        rows, columns = self.positions
+        return F.linear(hidden[rows, columns].to(self.weight.dtype), self.weight, self.bias)
+
+
+@contextmanager
+def label_head(model, label_ids: list[int], positions):
+    """The base model's output head replaced by a LabelHead, and put back afterwards."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    base.set_output_embeddings(LabelHead(head, label_ids, positions))
+    try:
+        yield
+    finally:
+        base.set_output_embeddings(head)
+
+
+def label_logits(model, inputs: dict, label_ids: list[int], unwrapped=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [N, len(label_ids)] in float32, class index [N]) of the N trained label tokens in a batch, in batch
+    order (padded rows, or one padding-free row). `model` is what the trainer calls (possibly DDP-wrapped),
+    `unwrapped` the model inside it."""
+    labels = inputs["labels"]
+    rows, columns = (labels != -100).nonzero(as_tuple=True)
+    if (columns == 0).any():
+        raise ValueError("a label token at position 0 has no position to be predicted from")
+    ids = torch.as_tensor(label_ids, device=labels.device)
+    match = labels[rows, columns].unsqueeze(1) == ids
+    if not match.any(dim=1).all():
+        raise ValueError("a trained token is not one of the label tokens")
+    forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    with label_head(unwrapped if unwrapped is not None else model, label_ids, (rows, columns - 1)):
+        logits = model(**forward_inputs, use_cache=False).logits
+    return logits.float(), match.int().argmax(dim=1)
+
+
+def label_loss(
+    logits: torch.Tensor, targets: torch.Tensor, soft: torch.Tensor | None = None, alpha: float = 1.0,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-row loss [N]: cross-entropy over the label logits; with teacher probabilities `soft` [N, K],
+    alpha * CE + (1 - alpha) * T^2 * KL(teacher_T || student_T)."""
+    hard = F.cross_entropy(logits, targets, reduction="none")
+    if soft is None:
+        return hard
+    t = temperature
+    teacher = torch.softmax(torch.log(soft.to(logits.dtype)) / t, dim=-1)
+    student = torch.log_softmax(logits / t, dim=-1)
+    kl = (torch.special.xlogy(teacher, teacher) - teacher * student).sum(dim=-1)
+    return alpha * hard + (1 - alpha) * t * t * kl
+
+
+class SoftLabelCollator:
+    """The trainer's collator, plus the batch's teacher probabilities [rows, K] under `soft_labels`."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.collator(examples)
+        batch[SOFT_LABELS] = torch.tensor([e[SOFT_LABELS] for e in examples], dtype=torch.float32)
+        return batch
+
+
+class SwapPairSampler(Sampler):
+    """Every original row followed by its swapped copy, in the order `base` gives the originals: the dataset's rows
+    [0, n) are the originals and [n, 2n) their swaps (arena.data.swap_augment), so both orders of a pair share a
+    batch (or, with an odd batch size, neighbouring ones)."""
+
+    def __init__(self, base: Sampler, n: int):
+        self.base, self.n = base, n
+
+    def __len__(self) -> int:
+        return 2 * self.n
+
+    def __iter__(self):
+        for i in self.base:
+            yield i
+            yield i + self.n
+
+
+class ArenaTrainer(SFTTrainer):
+    """trl's SFTTrainer (as unsloth patches it, on CPU and GPU) with `args.loss`, soft labels from a
+    `soft_labels` column, and `args.swap_augment`'s pairs batched together. Settings: `arena.config.TrainConfig`."""
+
+    def __init__(self, *args, label_ids: list[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_ids = list(label_ids)
+        if SOFT_LABELS in (self.train_dataset.column_names or []):
+            self.data_collator = SoftLabelCollator(self.data_collator)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if SOFT_LABELS not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, SOFT_LABELS]  # keep the column for the collator
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        soft = inputs.pop(SOFT_LABELS, None)
+        if self.args.loss == "token":
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        logits, targets = label_logits(model, inputs, self.label_ids, self.accelerator.unwrap_model(model))
+        per_row = label_loss(logits, targets, soft, self.args.distill_alpha, self.args.distill_temperature)
+        # as trl's own loss: num_items_in_batch counts the label tokens of every rank and accumulation step
+        count = len(per_row) if num_items_in_batch is None else num_items_in_batch
+        loss = per_row.sum() / torch.as_tensor(count).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if not self.args.swap_augment:
+            return super()._get_train_sampler(dataset)
+        n = len(dataset) // 2
+        base = super()._get_train_sampler(dataset.select(range(n)))
+        if isinstance(base, BatchRebalanceSampler):
+            raise DataError("--swap_augment needs a sampler of rows: use train_sampling_strategy random, "
+                            "sequential or group_by_length")
+        if type(base) is RandomSampler:  # what accelerate does to a plain RandomSampler it can see
+            base = SeedableRandomSampler(data_source=base.data_source, data_seed=self.args.data_seed)
+        return SwapPairSampler(base, n)
