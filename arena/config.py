@@ -12,6 +12,7 @@ import torch
 import yaml
 from trl import SFTConfig
 
+from arena.data import DataError
 from arena.prompts import DEFAULT_LABELS
 
 DEFAULT_TEMPLATE = "prompts/two_conversations.txt"
@@ -55,7 +56,11 @@ class DataArgs:
                   "action": ListFlag},
     )
     n_folds: int = 5
-    fold: int = field(default=0, metadata={"help": "Held-out fold; -1 trains on every row and scores nothing."})
+    fold: str = field(
+        default="0",
+        metadata={"help": "Held-out fold; -1 trains on every row and scores nothing; 'all' trains every fold in turn "
+                          "(fold-<k>/ run folders, one oof.csv, CV metrics.json; finished folds are skipped)."},
+    )
     prompt_template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Template file in prompts/."})
     labels: list[str] = field(
         default_factory=lambda: list(DEFAULT_LABELS), metadata={"help": "Label texts for A wins, B wins, tie."}
@@ -65,6 +70,13 @@ class DataArgs:
     )
     dry_run: bool = field(default=False, metadata={"help": "Print data statistics and stop before training."})
 
+    def __post_init__(self):
+        if str(self.fold) != "all":
+            try:
+                self.fold = int(self.fold)
+            except ValueError:
+                raise DataError(f"--fold must be a fold number, -1 or 'all', got {self.fold!r}") from None
+
 
 @dataclass
 class ScoreArgs:
@@ -72,6 +84,11 @@ class ScoreArgs:
         default=16384, metadata={"help": "Scoring batch budget: rows x padded length, in tokens."}
     )
     tta: bool = field(default=False, metadata={"help": "Also score with A and B swapped and average."})
+    degenerate_priors: bool = field(
+        default=False,
+        metadata={"help": "Training: learn priors for one_empty and identical rows from the training labels, blended "
+                          "in with a weight fitted on the held-out rows (stored in calibration.json)."},
+    )
 
 
 @dataclass

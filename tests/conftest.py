@@ -85,3 +85,22 @@ def trained_run(tiny_model, demo_data, tmp_path_factory):
         "--train_file", demo_data / "train.csv", "--output_dir", run,
     ))
     return run
+
+
+@pytest.fixture(scope="session")
+def heldout_file(trained_run, demo_data, tmp_path_factory) -> Path:
+    """The rows `trained_run` held out (fold 0), as a labelled file of their own."""
+    import csv
+
+    with open(trained_run / "folds.csv") as f:
+        held_out = {r["id"] for r in csv.DictReader(f) if r["fold"] == "0"}
+    with open(demo_data / "train.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["id"] in held_out]
+        header = reader.fieldnames
+    path = tmp_path_factory.mktemp("heldout") / "heldout.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -21,7 +21,8 @@ def read_predictions(path):
 
 def test_training_writes_the_run_folder(trained_run):
     for name in ("adapter_model.safetensors", "adapter_config.json", "config.yaml", "prompt.txt", "folds.csv",
-                 "oof.csv", "metrics.json", "versions.json"):
+                 "oof.csv", "metrics.json", "versions.json", "calibration.json", "reliability.png", "confusion.png",
+                 "subgroups.png"):
         assert (trained_run / name).exists(), name
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["world_size"] == 1 and metrics["fold"] == 0
@@ -36,23 +37,15 @@ def test_the_tiny_model_learns_the_demo_signal(trained_run):
     assert metrics["accuracy"] > 0.6, metrics
 
 
-def test_infer_with_the_adapter_reproduces_same_model_scoring(trained_run, demo_data, tmp_path):
+def test_infer_with_the_adapter_reproduces_same_model_scoring(trained_run, heldout_file, tmp_path):
     oof, _ = read_predictions(trained_run / "oof.csv")
     with open(trained_run / "folds.csv") as f:
         held_out = {r["id"] for r in csv.DictReader(f) if r["fold"] == "0"}
     assert set(oof) == held_out
-    # the held-out rows as their own labelled file
-    with open(demo_data / "train.csv", newline="") as f:
-        reader = csv.DictReader(f)
-        rows = [r for r in reader if r["id"] in held_out]
-        header = reader.fieldnames
-    data = tmp_path / "heldout.csv"
-    with open(data, "w", newline="") as f:
-        writer = csv.DictWriter(f, header)
-        writer.writeheader()
-        writer.writerows(rows)
     out = tmp_path / "pred" / "submission.csv"
-    result = check(run_script("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out))
+    # the model's own probabilities, as oof.csv has them (tests/test_calibration.py checks the calibrated ones)
+    result = check(run_script("infer.py", "--adapter", trained_run, "--data_file", heldout_file, "--output_file", out,
+                              "--no_calibration"))
     predictions, raw = read_predictions(out)
     assert list(raw[0]) == ["id", *LABEL_COLUMNS]
     for row_id, probs in predictions.items():
