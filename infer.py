@@ -107,13 +107,16 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
         model, tokenizer = load_model(members[group[0]], max(max_length(args, runs[i]) for i in group),
                                       args.load_in_4bit, args.load_in_8bit)
         names = add_adapters(model, [members[i] for i in group]) if args.adapter else [None]
+        if len(group) > 1:
+            state.print(f"{len(group)} adapters on one load of their base model")
         FastLanguageModel.for_inference(model)
         for i, adapter_name in zip(group, names):
             if adapter_name is not None:
                 model.set_adapter(adapter_name)
             member_probs[i] = score_member(model, tokenizer, members[i], runs[i], pairs, args, score_args, state,
                                            cache_folder)
-        release_memory(model)
+        del model, tokenizer
+        release_memory()  # before the next base is loaded
     probs = combine(member_probs, args.weights, args.combine)
     if not state.is_main_process:
         return
@@ -125,7 +128,8 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
         result = {**metrics(probs, labels), "tta": score_args.tta, "world_size": state.num_processes}
         if len(members) > 1:
             result.update(combine=args.combine, weights=args.weights,
-                          members=[{"adapter": m, "log_loss": log_loss(p, labels)} for m, p in zip(members, member_probs)])
+                          members=[{"adapter": m, "log_loss": log_loss(p, labels)}
+                                   for m, p in zip(members, member_probs)])
         path = os.path.join(folder, "metrics.json")
         write_json(path, result)
         print(f"log loss {result['log_loss']:.4f}, accuracy {result['accuracy']:.3f}, n {result['n']}  ({path})")

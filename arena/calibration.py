@@ -65,7 +65,8 @@ class RowFlags:
 
     @classmethod
     def of_pairs(cls, pairs: list[Pair]) -> RowFlags:
-        return cls(np.array([p.empty_side for p in pairs], dtype=int), np.array([p.identical for p in pairs], dtype=bool))
+        empty_side = np.array([p.empty_side for p in pairs], dtype=int)
+        return cls(empty_side, np.array([p.identical for p in pairs], dtype=bool))
 
     @classmethod
     def of_predictions(cls, read) -> RowFlags:

@@ -47,11 +47,14 @@ def fold_finished(folder: str, fold: int, folds: list[tuple[str, int]]) -> bool:
             done = json.load(f).get("fold") == fold
     except (OSError, ValueError):
         return False
-    with open(os.path.join(folder, "folds.csv"), encoding="utf-8", newline="") as f:
-        saved = [(row["id"], int(row["fold"])) for row in csv.DictReader(f)]
+    try:
+        with open(os.path.join(folder, "folds.csv"), encoding="utf-8", newline="") as f:
+            saved = [(row["id"], int(row["fold"])) for row in csv.DictReader(f)]
+    except (OSError, KeyError, ValueError):
+        saved = None
     if saved != [(row_id, k) for row_id, k in folds]:
-        raise DataError(f"{folder}: a finished fold of another split (its folds.csv differs from this data's folds); "
-                        "give another --output_dir or remove it")
+        raise DataError(f"{folder}: a finished fold of another split (its folds.csv is missing or differs from "
+                        "this data's folds); give another --output_dir or remove it")
     return done
 
 

@@ -20,7 +20,8 @@ Q = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
 def test_combine_by_probabilities_or_log_probabilities():
     np.testing.assert_allclose(combine([P, Q], method="prob"), (P + Q) / 2, atol=1e-12)
     geometric = np.sqrt(P * Q)
-    np.testing.assert_allclose(combine([P, Q], method="logprob"), geometric / geometric.sum(1, keepdims=True), atol=1e-12)
+    normalised = geometric / geometric.sum(1, keepdims=True)
+    np.testing.assert_allclose(combine([P, Q], method="logprob"), normalised, atol=1e-12)
     np.testing.assert_allclose(combine([P, Q], [3, 1], "prob"), 0.75 * P + 0.25 * Q, atol=1e-12)
     for method in ("prob", "logprob"):
         np.testing.assert_allclose(combine([P, P], method=method), P, atol=1e-12)
@@ -64,7 +65,8 @@ def test_blend_tool_matches_rows_by_id(tmp_path):
     second = np.array([[0.4, 0.4, 0.2], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.9, 0.05, 0.05]])
     order = [2, 0, 3, 1]  # the second files list the same rows in another order
     write_predictions(tmp_path / "oof1.csv", ids, first, {"label": labels})
-    write_predictions(tmp_path / "oof2.csv", [ids[i] for i in order], second[order], {"label": [labels[i] for i in order]})
+    write_predictions(tmp_path / "oof2.csv", [ids[i] for i in order], second[order],
+                      {"label": [labels[i] for i in order]})
     write_predictions(tmp_path / "sub1.csv", ids, first)
     write_predictions(tmp_path / "sub2.csv", [ids[i] for i in order], second[order])
     out = tmp_path / "blend.csv"

@@ -56,7 +56,8 @@ if __name__ == "__main__":
     parser.add_argument("--oof", nargs="+", help="out-of-fold prediction files with labels, to fit the weights on")
     parser.add_argument("--predictions", nargs="+", help="prediction files to blend")
     parser.add_argument("--output_file", help="where the blend goes")
-    parser.add_argument("--weights", nargs="+", type=float, help="one per file (normalised); default: fitted on --oof, else equal")
+    parser.add_argument("--weights", nargs="+", type=float,
+                        help="one per file (normalised); default: fitted on --oof, else equal")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
     try:
         main(parser.parse_args())
