@@ -23,7 +23,6 @@ from arena.io import atomic_open
 from arena.prompts import Renderer
 
 
-
 def swap_back(n_labels: int) -> list[int]:
     """Columns of a swapped pair's label scores in the original A/B order: A and B exchange, the rest (tie) stay."""
     return [1, 0, *range(2, n_labels)]
@@ -116,7 +115,7 @@ def score_ids(
             logits_to_keep=1,
             use_cache=False,
         ).logits[:, -1, :]
-        out[batch] = logits.index_select(-1, label_index).float().double().cpu().numpy()
+        out[batch] = logits.index_select(-1, label_index).double().cpu().numpy()
         if cache is not None:
             cache.put([seqs[i] for i in batch], out[batch])
         bar.update(len(batch))
