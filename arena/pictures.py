@@ -1,6 +1,7 @@
 """The pictures of a run's held-out predictions (PNG files in the run folder) and the breakdown they show:
 
 - reliability.png  per class: predicted probability against how often that class won, before and after calibration
+                   (10 bins; a dot's area is the bin's share of the rows)
 - confusion.png    true label against the most likely label, as shares of each true label
 - subgroups.png    log loss by subgroup (turns, rows that lost turns or had texts cut, one_empty, identical,
                    length quartile), before and after calibration; the same table goes into metrics.json
@@ -87,8 +88,10 @@ def reliability(plt, before, after, labels, names):
             filled = [b for b in range(RELIABILITY_BINS) if (which == b).any()]
             predicted = [probs[which == b, c].mean() for b in filled]
             observed = [(labels[which == b] == c).mean() for b in filled]
-            ax.plot(predicted, observed, marker="o", color=color, label=label)
-        ax.set_title(f"{names[c]}: {len(labels)} rows")
+            rows = np.array([(which == b).sum() for b in filled])
+            ax.plot(predicted, observed, color=color, alpha=0.5, linewidth=1)
+            ax.scatter(predicted, observed, s=8 + 400 * rows / len(labels), color=color, label=label)
+        ax.set_title(f"{names[c]}: {len(labels)} rows (dot area: rows in the bin)")
         ax.set_xlabel(f"predicted P({names[c]})")
         ax.set_ylabel("observed share")
         ax.set_xlim(0, 1)
