@@ -1,46 +1,64 @@
-"""Score chatbot battles with a fine-tuned adapter (or a base model, zero-shot) and write a submission.
+"""Score chatbot battles with a fine-tuned adapter (or several, an ensemble; or a base model, zero-shot) and write a
+submission.
 
     python infer.py --adapter runs/demo --data_file data/demo/test.csv --output_file submission.csv
+    python infer.py --adapter runs/demo-cv --data_file data/demo/test.csv --output_file cv.csv   # its fold-<k>/ runs
+    python infer.py --adapter runs/a --adapter runs/b --weights 2 1 --data_file test.csv --output_file ab.csv
     python infer.py --adapter RUN --model /kaggle/input/llama-3-8b --data_file test.csv --tta   # a local base
     python infer.py --model runs/demo-model --data_file data/demo/train.csv --output_file zero_shot.csv
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml infer.py --adapter ... --data_file ...
 
 With --adapter the base model, prompt template, labels, budget and dtype are those the run was trained with (read
-from the run folder); --model with --adapter puts the adapter on that base instead (a local copy of the same model:
-its architecture and sizes are checked against the run's base_model.json before any weight is loaded). With --model
-alone, the template, labels and budget are the folder's when it has a run's prompt.txt and config.yaml (a merged
-export: tools/merge_adapter.py). The output is `id,winner_model_a,winner_model_b,winner_tie`, written atomically;
-when the data has labels, metrics.json is written next to it and the log loss printed. With --on_bad_row skip, the
-skipped rows are listed in `<output>.bad_rows.csv` beside it (submission.csv -> submission.bad_rows.csv).
+from the run folder), and the run's calibration.json (temperature, priors) is applied unless --no_calibration;
+--temperature overrides its temperature. Several adapters on one base share one load of it; their probabilities
+are combined (--combine prob|logprob, --weights). --model with --adapter puts the adapters on that base instead (a
+local copy of the same model: its architecture and sizes are checked against each run's base_model.json before any
+weight is loaded). With --model alone, the template, labels, budget and calibration are the folder's when it has
+them (a merged export: tools/merge_adapter.py). The output is `id,winner_model_a,winner_model_b,winner_tie`,
+written atomically; when the data has labels, metrics.json is written next to it and the log loss printed. With
+--on_bad_row skip, the skipped rows are listed in `<output>.bad_rows.csv` beside it (submission.csv ->
+submission.bad_rows.csv).
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers on import)
 from unsloth import FastLanguageModel
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 
 import numpy as np
+from accelerate.utils import release_memory
 
-from arena.config import DEFAULT_TEMPLATE, DTYPE_HELP, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config, parse_settings
+from arena.calibration import Calibration, RowFlags
+from arena.config import (
+    DEFAULT_TEMPLATE, DTYPE_HELP, ZERO_SHOT_TEMPLATE, ListFlag, ScoreArgs, load_run_config, parse_settings,
+)
 from arena.data import BadRows, DataError, read_pairs
+from arena.ensemble import DEFAULT_METHOD, METHODS, add_adapters, by_base, combine, run_folders
 from arena.io import write_json
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
-from arena.run import add_bayes_limit, dtype_name, load_model, model_fingerprint, process_state, write_predictions
-from arena.scoring import BatchCache, metrics, score_pairs
+from arena.run import (
+    add_bayes_limit, check_base, dtype_name, load_model, model_fingerprint, process_state, write_predictions,
+)
+from arena.scoring import BatchCache, log_loss, metrics, probabilities, score_logits
 
 
 @dataclass
 class InferArgs:
     data_file: str = field(default=None, metadata={"help": "CSV / Parquet / JSON Lines file with the arena columns."})
     output_file: str = field(default="submission.csv", metadata={"help": "Submission CSV (written atomically)."})
-    adapter: str | None = field(default=None, metadata={"help": "A run folder from train_unsloth.py."})
+    adapter: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Run folder(s) from train_unsloth.py; several (or a --fold all folder) make an ensemble.",
+                  "action": ListFlag},
+    )
     model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Alone: a base model, zero-shot, or a merged export (tools/merge_adapter.py). With "
-                          "--adapter: the base to put the adapter on (a local copy of the one it was trained on; "
-                          "default: the base in its adapter_config.json).",
+                          "--adapter: the base to put the adapters on (a local copy of the one they were trained on; "
+                          "default: the base in each adapter_config.json).",
                   "aliases": ["--model"]},
     )
     prompt_template: str | None = field(
@@ -52,8 +70,7 @@ class InferArgs:
     max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
     dtype: str | None = field(default=None, metadata={"help": DTYPE_HELP + " Default: the run's, else auto."})
     load_in_4bit: bool = True
-    load_in_8bit: bool = field(default=False, metadata={
-        "help": "8-bit weights instead (wins over --load_in_4bit); on an H100 it scored at half the 4-bit rate."})
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead (wins over --load_in_4bit)."})
     on_bad_row: str = field(
         default="error",
         metadata={"help": "'error' or 'skip': skipped rows get no prediction and are listed in OUTPUT.bad_rows.csv."},
@@ -61,66 +78,115 @@ class InferArgs:
     resume: bool = field(
         default=False, metadata={"help": "Reuse the batches an interrupted run finished (cached beside the output)."}
     )
+    no_calibration: bool = field(
+        default=False, metadata={"help": "The model's own probabilities: ignore the runs' calibration.json."}
+    )
+    temperature: float | None = field(
+        default=None, metadata={"help": "Use this temperature instead of the runs' fitted ones."}
+    )
+    combine: str = field(
+        default=DEFAULT_METHOD, metadata={"help": f"How an ensemble combines: {' or '.join(METHODS)} (mean of the "
+                                                  "probabilities or of the log-probabilities)."}
+    )
+    weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per adapter (normalised); default: equal."}
+    )
 
 
 def main(args: InferArgs, score_args: ScoreArgs) -> None:
     state = process_state()
     if not args.adapter and not args.model_name_or_path:
-        raise DataError("give --adapter RUN_FOLDER (and optionally --model BASE_MODEL), or --model alone (zero-shot)")
+        raise DataError("give --adapter RUN_FOLDER (one or more; and optionally --model BASE_MODEL), or --model alone")
     if not args.data_file:
         raise DataError("no data: give --data_file")
-    # a run folder, or a model folder with a run's prompt.txt and config.yaml beside it (tools/merge_adapter.py)
-    folder = args.adapter or args.model_name_or_path
-    run = load_run_config(folder)
-    saved_template = os.path.join(folder, "prompt.txt")
-    template_file = args.prompt_template or (
-        saved_template if os.path.exists(saved_template) else DEFAULT_TEMPLATE if args.adapter else ZERO_SHOT_TEMPLATE
-    )
-    template = read_template(template_file)  # before the data and the model: a wrong path stops at once
-    labels = args.labels or run.get("labels") or list(DEFAULT_LABELS)
-    max_length = args.max_length or run.get("max_length") or 3072
+    members = run_folders(args.adapter) if args.adapter else [args.model_name_or_path]
+    # run folders, or a model folder with a run's prompt.txt and config.yaml beside it (tools/merge_adapter.py)
+    runs = [load_run_config(m) for m in members]
+    templates = [read_template(template_file(args, m)) for m in members]  # a wrong path stops before the model
+    base = args.model_name_or_path if args.adapter else None
+    for member in members if base else []:
+        check_base(member, base)  # each adapter, before any weight is loaded
 
     bad_rows = BadRows()
-    pairs = read_pairs(args.data_file, args.on_bad_row, bad_rows, seed=run.get("seed", 0))
+    pairs = read_pairs(args.data_file, args.on_bad_row, bad_rows, seed=runs[0].get("seed", 0))
     if args.on_bad_row == "skip" and state.is_main_process:
         record = os.path.splitext(args.output_file)[0] + ".bad_rows.csv"
         bad_rows.write(record)  # written even when empty: the record of this run
         print(f"skipped {len(bad_rows)} bad rows, listed in {record}")
     if not pairs:
         raise DataError(f"{args.data_file}: no rows left to score")
-    weights = (args.load_in_4bit, args.load_in_8bit)
-    dtype = args.dtype or run.get("dtype") or "auto"
-    if args.adapter:
-        model, tokenizer = load_model(args.adapter, max_length, *weights, dtype=dtype, base=args.model_name_or_path)
-    else:
-        model, tokenizer = load_model(args.model_name_or_path, max_length, *weights, dtype=dtype)
-    FastLanguageModel.for_inference(model)
-    renderer = Renderer(tokenizer, template, labels, max_length)
 
     folder, name = os.path.split(os.path.abspath(args.output_file))
-    cache = BatchCache(
-        os.path.join(folder, f".{name}.cache"),
-        model_fingerprint(args.adapter or args.model_name_or_path, *weights, dtype, args.model_name_or_path,
-                          renderer.label_ids),
-    )
+    cache_folder = os.path.join(folder, f".{name}.cache")
     if not args.resume and state.is_main_process:
-        cache.remove()  # a fresh run: nothing stale is reused
+        shutil.rmtree(cache_folder, ignore_errors=True)  # a fresh run: nothing stale is reused
     state.wait_for_everyone()
-    probs = score_pairs(model, renderer, pairs, score_args.score_max_tokens, score_args.tta, state, cache)
-    if cache.reused:
-        print(f"process {state.process_index}: reused {cache.reused} finished batches, scored {cache.computed}")
+    member_probs, dtypes = [None] * len(members), set()
+    groups = [list(range(len(members)))] if base or not args.adapter else by_base(members)
+    for group in groups:  # one load of each base model
+        dtype = args.dtype or runs[group[0]].get("dtype") or "auto"
+        model, tokenizer = load_model(members[group[0]], max(max_length(args, runs[i]) for i in group),
+                                      args.load_in_4bit, args.load_in_8bit, dtype=dtype, base=base)
+        dtypes.add(dtype_name(model.dtype))
+        names = add_adapters(model, [members[i] for i in group]) if args.adapter else [None]
+        if len(group) > 1:
+            state.print(f"{len(group)} adapters on one load of their base model")
+        FastLanguageModel.for_inference(model)
+        for i, adapter_name in zip(group, names):
+            if adapter_name is not None:
+                model.set_adapter(adapter_name)
+            member_probs[i] = score_member(model, tokenizer, members[i], runs[i], templates[i], pairs, args,
+                                           score_args, state, cache_folder, dtype)
+        del model, tokenizer
+        release_memory()  # before the next base is loaded
+    probs = combine(member_probs, args.weights, args.combine)
     if not state.is_main_process:
         return
     write_predictions(args.output_file, pairs, probs)
-    cache.remove()
+    shutil.rmtree(cache_folder, ignore_errors=True)
     print(f"wrote {len(pairs)} predictions to {args.output_file}")
     if all(p.label is not None for p in pairs):
-        result = {**metrics(probs, np.array([p.label for p in pairs])), "tta": score_args.tta,
-                  "world_size": state.num_processes, "dtype": dtype_name(model.dtype)}
+        labels = np.array([p.label for p in pairs])
+        result = {**metrics(probs, labels), "tta": score_args.tta, "world_size": state.num_processes,
+                  "dtype": ",".join(sorted(dtypes))}
+        if len(members) > 1:
+            result.update(combine=args.combine, weights=args.weights,
+                          members=[{"adapter": m, "log_loss": log_loss(p, labels)}
+                                   for m, p in zip(members, member_probs)])
         bayes = add_bayes_limit(result, pairs)
-        path = os.path.join(os.path.dirname(os.path.abspath(args.output_file)), "metrics.json")
+        path = os.path.join(folder, "metrics.json")
         write_json(path, result)
         print(f"log loss {result['log_loss']:.4f}{bayes}, accuracy {result['accuracy']:.3f}, n {result['n']}  ({path})")
+
+
+def max_length(args: InferArgs, run: dict) -> int:
+    return args.max_length or run.get("max_length") or 3072
+
+
+def template_file(args: InferArgs, member: str) -> str:
+    """--prompt_template, else the folder's prompt.txt, else the default for a run or for zero-shot scoring."""
+    saved = os.path.join(member, "prompt.txt")
+    if args.prompt_template:
+        return args.prompt_template
+    return saved if os.path.exists(saved) else DEFAULT_TEMPLATE if args.adapter else ZERO_SHOT_TEMPLATE
+
+
+def score_member(model, tokenizer, member: str, run: dict, template: str, pairs, args: InferArgs,
+                 score_args: ScoreArgs, state, cache_folder: str, dtype: str) -> np.ndarray:
+    """One model's probabilities of the pairs: its prompt, labels and budget, then its calibration (when its folder
+    has one)."""
+    labels = args.labels or run.get("labels") or list(DEFAULT_LABELS)
+    renderer = Renderer(tokenizer, template, labels, max_length(args, run))
+    weights = (args.load_in_4bit, args.load_in_8bit)
+    base = args.model_name_or_path if args.adapter else None
+    cache = BatchCache(cache_folder, model_fingerprint(member, *weights, dtype, base, renderer.label_ids))
+    logits = score_logits(model, renderer, pairs, score_args.score_max_tokens, score_args.tta, state, cache)
+    if cache.reused:
+        print(f"process {state.process_index}: reused {cache.reused} finished batches, scored {cache.computed}")
+    calibration = None if args.no_calibration else Calibration.load(member)
+    if calibration is None:
+        return probabilities(logits, args.temperature or 1.0)
+    return calibration.apply(logits, RowFlags.of_pairs(pairs), args.temperature)
 
 
 if __name__ == "__main__":

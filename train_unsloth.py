@@ -6,12 +6,16 @@ label token carries loss. After training, the same model (in inference mode) sco
     python train_unsloth.py --config configs/demo.yaml
     python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --fold 0
     python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --dry_run
+    python train_unsloth.py --config configs/demo.yaml --fold all --output_dir runs/demo-cv   # every fold: CV
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml train_unsloth.py --config ...
 
 Every setting is a flag (`--learning_rate 1e-4`) or a key in the --config YAML; see arena/config.py and trl's
 SFTConfig. The run folder (--output_dir) gets: the LoRA adapter and tokenizer, config.yaml, prompt.txt,
 folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; bad_rows.csv with --on_bad_row skip;
-only lengths.png (and bad_rows.csv) with --dry_run, which loads the tokenizer alone and trains nothing.
+only lengths.png (and bad_rows.csv) with --dry_run, which loads the tokenizer alone and trains nothing. After
+scoring the held-out fold it fits a temperature (and with --degenerate_priors, priors for one_empty and identical
+rows) on it, stored in calibration.json, and draws reliability.png, confusion.png and subgroups.png.
+`--fold all` trains the folds in turn into fold-<k>/ run folders, then writes one oof.csv and the CV metrics.json.
 
 The recipe's options (arena/losses.py): --loss label trains the cross-entropy over the label tokens' logits only;
 --swap_augment adds every training pair with A and B swapped, batched next to the original; --teacher_file F
@@ -26,25 +30,65 @@ from unsloth import FastLanguageModel
 import os
 import shutil
 import sys
+from dataclasses import replace
 
 import numpy as np
+from accelerate.utils import release_memory
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from arena.calibration import RowFlags, learn_priors
 from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings, save_config
+from arena.crossval import assess, fold_finished, fold_folder, summarize
 from arena.data import BadRows, DataError, split_data, swap_augment
 from arena.io import atomic_open, write_json
 from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
 from arena.run import (
-    BASE_MODEL_FILE, adapters_to_float32, add_bayes_limit, base_facts, latest_checkpoint, load_model, local_only,
-    precision, process_state, teacher_probs, versions, write_predictions,
+    BASE_MODEL_FILE, adapters_to_float32, add_bayes_limit, base_facts, heldout_columns, latest_checkpoint, load_model,
+    local_only, precision, process_state, read_predictions, teacher_probs, versions, write_predictions,
 )
-from arena.scoring import metrics, score_pairs
+from arena.scoring import metrics, probabilities, score_logits
 
 
 def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
+    if data_args.dry_run and data_args.fold == "all":
+        data_args = replace(data_args, fold=0)  # a dry run shows the split of fold 0
+    if data_args.fold == "all":
+        train_all_folds(data_args, model_args, score_args, args)
+    else:
+        train_fold(data_args, model_args, score_args, args)
+
+
+def train_all_folds(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
+    """Every fold in turn, each its own run folder (fold-<k>/), a finished one skipped; then the CV summary.
+    With --resume_from_checkpoint latest, a fold resumes where it has a checkpoint and starts afresh where not."""
+    state = process_state()
+    folds = split_data(data_args.train_file, data_args.extra_file, data_args.n_folds, 0, args.seed,
+                       data_args.on_bad_row).folds
+    for k in range(data_args.n_folds):
+        folder = fold_folder(args.output_dir, k)
+        state.wait_for_everyone()
+        if fold_finished(folder, k, folds):
+            state.print(f"fold {k}: finished ({folder}/metrics.json), skipped")
+            continue
+        state.print(f"fold {k} of {data_args.n_folds}: training into {folder}")
+        resume = args.resume_from_checkpoint
+        if resume == "latest" and latest_checkpoint(folder) is None:
+            resume = None
+        train_fold(replace(data_args, fold=k), model_args, score_args,
+                   replace(args, output_dir=folder, resume_from_checkpoint=resume))
+        release_memory()
+    if state.is_main_process:
+        cv = summarize(args.output_dir, data_args.n_folds, args.seed)
+        state.print(f"CV over {data_args.n_folds} folds: log loss {cv['log_loss']:.4f} "
+                    f"({cv['calibration']['log_loss_after']:.4f} calibrated), accuracy {cv['accuracy']:.3f}, "
+                    f"n {cv['n']}  ({args.output_dir}/metrics.json, oof.csv)")
+
+
+def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
+    """One run: train on every fold but `data_args.fold`, save, score the held-out fold, calibrate."""
     state = process_state()
     log = state.print
     run = args.output_dir
@@ -119,7 +163,8 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
     # the function infer.py rebuilds from the saved adapter
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     FastLanguageModel.for_inference(model)
-    probs = score_pairs(model, renderer, split.heldout, score_args.score_max_tokens, score_args.tta, state)
+    logits = score_logits(model, renderer, split.heldout, score_args.score_max_tokens, score_args.tta, state)
+    probs = probabilities(logits)
     labels = np.array([p.label for p in split.heldout])
     result_metrics = {
         **metrics(probs, labels),
@@ -133,14 +178,18 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
     }
     bayes = add_bayes_limit(result_metrics, split.heldout)
     if state.is_main_process:
-        write_predictions(
-            os.path.join(run, "oof.csv"), split.heldout, probs,
-            {"label": labels.tolist(), "one_empty": [p.one_empty for p in split.heldout],
-             "identical": [p.identical for p in split.heldout]},
-        )
-        write_json(os.path.join(run, "metrics.json"), result_metrics)
-    log(f"held-out fold {data_args.fold}: log loss {result_metrics['log_loss']:.4f}{bayes}, "
-        f"accuracy {result_metrics['accuracy']:.3f}, n {result_metrics['n']}  ({run}/metrics.json)")
+        oof = os.path.join(run, "oof.csv")
+        write_predictions(oof, split.heldout, probs,
+                          heldout_columns(split.heldout, renderer.render_many(split.heldout), logits))
+        train_labels = np.array([p.label for p in split.train])
+        priors = learn_priors(train_labels, RowFlags.of_pairs(split.train), probs.shape[1]) \
+            if score_args.degenerate_priors else {}
+        result_metrics.update(assess(run, read_predictions(oof), priors, args.seed))
+        write_json(os.path.join(run, "metrics.json"), result_metrics)  # last: a fold with it is finished
+        log(f"held-out fold {data_args.fold}: log loss {result_metrics['log_loss']:.4f}{bayes} "
+            f"({result_metrics['calibration']['log_loss_after']:.4f} calibrated, temperature "
+            f"{result_metrics['calibration']['temperature']:.3f}), accuracy {result_metrics['accuracy']:.3f}, "
+            f"n {result_metrics['n']}  ({run}/metrics.json)")
 
 
 def training_pairs(split, data_args: DataArgs, swap: bool, bad_rows: BadRows):

@@ -59,7 +59,11 @@ class DataArgs:
                   "action": ListFlag},
     )
     n_folds: int = 5
-    fold: int = field(default=0, metadata={"help": "Held-out fold; -1 trains on every row and scores nothing."})
+    fold: str = field(
+        default="0",
+        metadata={"help": "Held-out fold; -1 trains on every row and scores nothing; 'all' trains every fold in turn "
+                          "(fold-<k>/ run folders, one oof.csv, CV metrics.json; finished folds are skipped)."},
+    )
     prompt_template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Template file in prompts/."})
     labels: list[str] = field(
         default_factory=lambda: list(DEFAULT_LABELS), metadata={"help": "Label texts for A wins, B wins, tie."}
@@ -74,6 +78,13 @@ class DataArgs:
                           "a submission, truth.csv); several are averaged. Needs --loss label.", "action": ListFlag},
     )
 
+    def __post_init__(self):
+        if str(self.fold) != "all":
+            try:
+                self.fold = int(self.fold)
+            except ValueError:
+                raise DataError(f"--fold must be a fold number, -1 or 'all', got {self.fold!r}") from None
+
 
 @dataclass
 class ScoreArgs:
@@ -81,6 +92,11 @@ class ScoreArgs:
         default=16384, metadata={"help": "Scoring batch budget: rows x padded length, in tokens."}
     )
     tta: bool = field(default=False, metadata={"help": "Also score with A and B swapped and average."})
+    degenerate_priors: bool = field(
+        default=False,
+        metadata={"help": "Training: learn priors for one_empty and identical rows from the training labels, blended "
+                          "in with a weight fitted on the held-out rows (stored in calibration.json)."},
+    )
 
 
 @dataclass

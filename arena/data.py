@@ -53,6 +53,11 @@ class Pair:
         return (not any(self.response_a)) != (not any(self.response_b))
 
     @property
+    def empty_side(self) -> int:
+        """0 when A's answer is the empty one of a `one_empty` pair, 1 when B's, -1 when the pair is not one_empty."""
+        return -1 if not self.one_empty else int(any(self.response_a))
+
+    @property
     def identical(self) -> bool:
         return self.response_a == self.response_b
 

@@ -13,12 +13,14 @@ import platform
 import re
 import subprocess
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from arena.data import LABEL_COLUMNS, BadRows, DataError, Pair, RowError, read_table
+from arena.data import CLASS_NAMES, LABEL_COLUMNS, BadRows, DataError, Pair, RowError, read_table
 from arena.io import atomic_open, write_json
+from arena.prompts import Rendered
 
 ADAPTER_CONFIG = "adapter_config.json"
 BASE_MODEL_FILE = "base_model.json"  # in a run folder: base_facts() of the model the adapter was trained on
@@ -26,6 +28,7 @@ BASE_FACTS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = ("Compute dtype: auto (float32 on a CPU, whatever the CPU supports; on a GPU unsloth's choice: bfloat16 "
               "where supported, else float16), float32, bfloat16 or float16.")
+VIEWS = ("", "_swapped")  # suffixes of the logit columns: the pair as given, and with A and B swapped (--tta)
 
 
 def compute_dtype(name: str) -> torch.dtype | None:
@@ -160,42 +163,119 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def write_predictions(path: str, pairs: list[Pair], probs: np.ndarray, extra: dict[str, list] | None = None) -> None:
-    """`id, winner_model_a, winner_model_b, winner_tie` (the Kaggle submission), then any `extra` columns."""
+def write_predictions(
+    path: str, rows: list[Pair] | list[str], probs: np.ndarray, extra: dict[str, list] | None = None
+) -> None:
+    """`id, winner_model_a, winner_model_b, winner_tie` (the Kaggle submission), then any `extra` columns; `rows`
+    are the pairs or their ids. `read_predictions` reads it back."""
     extra = extra or {}
     with atomic_open(path) as f:
         writer = csv.writer(f)
         writer.writerow(["id", *LABEL_COLUMNS, *extra])
-        for i, (pair, p) in enumerate(zip(pairs, probs)):
-            writer.writerow([pair.id, *map(float, p), *(column[i] for column in extra.values())])
+        for i, (row, p) in enumerate(zip(rows, probs)):
+            writer.writerow([getattr(row, "id", row), *map(float, p), *(column[i] for column in extra.values())])
 
 
-def read_predictions(path: str, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> dict[str, np.ndarray]:
-    """{id: probabilities} of a file with `id` and the submission's columns, as write_predictions writes them (an
-    oof.csv, a submission, the demo's truth.csv; CSV, Parquet or JSON Lines). Rows are normalised to sum to 1; a
-    row with a probability that is not a non-negative number, or an id seen before, stops the run or, with
-    `on_bad_row="skip"`, is recorded in `bad_rows` and left out."""
+def heldout_columns(pairs: list[Pair], rendered: list[Rendered], logits: np.ndarray) -> dict[str, list]:
+    """oof.csv's columns after the probabilities: the label; what the row is like (its flags, which answer is
+    empty, turns, what fitting the budget cut, tokens needed), for the breakdowns and the priors; and the label
+    logits [n, views, labels] as `logit_A`, `logit_B`, `logit_tie` (and `logit_A_swapped`, ... with --tta)."""
+    columns = {
+        "label": [p.label for p in pairs],
+        "one_empty": [p.one_empty for p in pairs],
+        "identical": [p.identical for p in pairs],
+        "empty_answer": [CLASS_NAMES[p.empty_side] if p.one_empty else "" for p in pairs],
+        "turns": [r.turns for r in rendered],
+        "dropped_turns": [r.dropped_turns for r in rendered],
+        "shortened_texts": [r.shortened_texts for r in rendered],
+        "tokens": [r.full_length for r in rendered],
+    }
+    for view in range(logits.shape[1]):
+        for label in range(logits.shape[2]):
+            columns[f"logit_{CLASS_NAMES[label]}{VIEWS[view]}"] = logits[:, view, label].tolist()
+    return columns
+
+
+@dataclass
+class Predictions:
+    """A predictions file (a submission or oof.csv) as read back: ids, probabilities, and the other columns as text."""
+
+    path: str
+    ids: list[str]
+    probs: np.ndarray
+    columns: dict[str, list[str]]
+
+    def by_id(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.ids, self.probs))
+
+    def numbers(self, name: str) -> np.ndarray:
+        return self._parsed(name, float)
+
+    def flags(self, name: str) -> np.ndarray:
+        return self._parsed(name, lambda text: {"True": True, "False": False}[text]).astype(bool)
+
+    def labels(self) -> np.ndarray | None:
+        """The `label` column as integers, or None when the file has none (a submission)."""
+        return self.numbers("label").astype(int) if "label" in self.columns else None
+
+    def empty_side(self) -> np.ndarray:
+        """`Pair.empty_side` of every row, from the `empty_answer` column."""
+        return self._parsed("empty_answer", lambda text: CLASS_NAMES.index(text) if text else -1).astype(int)
+
+    def logits(self) -> np.ndarray | None:
+        """The label logits [n, views, labels] written by `heldout_columns`, or None when the file has none."""
+        views = [
+            np.stack([self.numbers(f"logit_{name}{suffix}") for name in CLASS_NAMES[: self.probs.shape[1]]], axis=1)
+            for suffix in VIEWS
+            if f"logit_{CLASS_NAMES[0]}{suffix}" in self.columns
+        ]
+        return np.stack(views, axis=1) if views else None
+
+    def _parsed(self, name: str, parse) -> np.ndarray:
+        if name not in self.columns:
+            raise DataError(f"{self.path}: no column {name}")
+        out = []
+        for row, text in enumerate(self.columns[name], 1):
+            try:
+                out.append(parse(text))
+            except (ValueError, KeyError):
+                raise DataError(f"{self.path}: row {row} (id {self.ids[row - 1]}), column {name}: "
+                                f"cannot read {text!r}") from None
+        return np.array(out)
+
+
+def read_predictions(path: str, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> Predictions:
+    """Reads back what `write_predictions` writes (an oof.csv, a submission; also the demo's truth.csv, and the same
+    columns in Parquet or JSON Lines): ids, probabilities (each row normalised to sum to 1) and the other columns as
+    text. A row with an empty or repeated id, or probabilities that are not non-negative numbers, stops the run, or
+    with `on_bad_row="skip"` is recorded in `bad_rows` and left out."""
     columns, rows = read_table(path)
     missing = [c for c in ("id", *LABEL_COLUMNS) if c not in columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a prediction file has id, "
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a predictions file has id, "
                         f"{', '.join(LABEL_COLUMNS)}")
-    out = {}
+    others = [c for c in columns if c not in ("id", *LABEL_COLUMNS)]
+    ids, probs, text, seen = [], [], {c: [] for c in others}, {}
     for i, row in rows:
-        row_id = str(row.get("id", ""))
+        row_id = "" if row.get("id") is None else str(row.get("id"))
         try:
             if getattr(row, "problem", None):  # a row the file format itself could not parse
                 raise RowError(path, i, "", "", row.problem)
             if not row_id:
                 raise RowError(path, i, "", "id", "empty id")
-            if row_id in out:
-                raise RowError(path, i, row_id, "id", "duplicate id")
-            out[row_id] = _probabilities(path, i, row_id, row)
+            if row_id in seen:
+                raise RowError(path, i, row_id, "id", f"duplicate id (first seen on row {seen[row_id]})")
+            probs.append(_probabilities(path, i, row_id, row))
         except RowError as e:
             if on_bad_row != "skip" or bad_rows is None:
                 raise
             bad_rows.add(e)
-    return out
+            continue
+        seen[row_id] = i
+        ids.append(row_id)
+        for c in others:
+            text[c].append("" if row.get(c) is None else str(row.get(c)))
+    return Predictions(path, ids, np.array(probs).reshape(len(ids), len(LABEL_COLUMNS)), text)
 
 
 def _probabilities(path: str, i: int, row_id: str, row: dict) -> np.ndarray:
@@ -219,7 +299,7 @@ def teacher_probs(
     that a file has no row for stops the run, or with `on_bad_row="skip"` is left out and recorded in `bad_rows`.
     Returns the pairs kept and their probabilities."""
     bad_rows = BadRows() if bad_rows is None else bad_rows
-    tables = [(path, read_predictions(path, on_bad_row, bad_rows)) for path in paths]
+    tables = [(path, read_predictions(path, on_bad_row, bad_rows).by_id()) for path in paths]
     kept, probs = [], []
     for pair in pairs:
         missing = next((path for path, table in tables if pair.id not in table), None)
@@ -246,7 +326,7 @@ def add_bayes_limit(result: dict, pairs: list[Pair]) -> str:
         path = os.path.join(os.path.dirname(source), TRUTH_FILE)
         if not os.path.exists(path):
             return ""
-        truths.update(read_predictions(path))
+        truths.update(read_predictions(path).by_id())
     if not pairs or any(p.id not in truths for p in pairs):
         return ""
     p = np.stack([truths[pair.id] for pair in pairs])

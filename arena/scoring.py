@@ -1,9 +1,11 @@
-"""Scoring: P(A wins), P(B wins), P(tie) from the logits at the last prompt position over the three label tokens.
+"""Scoring: the logits at the last prompt position over the label tokens (" A", " B", " Tie"), and from them
+P(A wins), P(B wins), P(tie) (their softmax; with a temperature, see arena/calibration.py).
 
 Rows are sorted by length and batched by a token budget (rows x padded length), left-padded so that the last
 position is every row's last real token, and the model computes logits for that position only
 (`logits_to_keep=1`): never a [batch, length, vocab] tensor. With several processes, the rows are split across
 them balanced by token count and the results gathered, so every process returns the full, ordered array.
+The label logits are kept (`score_logits`), not only the probabilities, so that a temperature can be fitted to them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from arena.data import Pair
 from arena.io import atomic_open
 from arena.prompts import Renderer
 
-SWAP_BACK = [1, 0, 2]  # columns of a swapped pair's probabilities, in the original A/B order
+
+def swap_back(n_labels: int) -> list[int]:
+    """Columns of a swapped pair's label scores in the original A/B order: A and B exchange, the rest (tie) stay."""
+    return [1, 0, *range(2, n_labels)]
 
 
 def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -48,8 +53,9 @@ def split_by_tokens(lengths: list[int], parts: int) -> list[list[int]]:
 
 
 class BatchCache:
-    """Finished scoring batches on disk, so that an interrupted run can resume where it stopped: one .npy file per
-    batch, named by a hash of what it scored (the model's fingerprint, the label ids and the batch's tokens)."""
+    """Finished scoring batches on disk, so that an interrupted run can resume where it stopped: one .npy file of
+    label logits per batch, named by a hash of what it scored (the model's fingerprint, the label ids and the
+    batch's tokens)."""
 
     def __init__(self, folder: str, fingerprint: str):
         self.folder, self.fingerprint = folder, fingerprint
@@ -60,7 +66,7 @@ class BatchCache:
         digest = hashlib.sha256(self.fingerprint.encode())
         for seq in seqs:
             digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
-        return os.path.join(self.folder, digest.hexdigest()[:32] + ".npy")
+        return os.path.join(self.folder, digest.hexdigest()[:32] + ".logits.npy")
 
     def get(self, seqs: list[list[int]]) -> np.ndarray | None:
         path = self.path(seqs)
@@ -69,10 +75,10 @@ class BatchCache:
         self.reused += 1
         return np.load(path)
 
-    def put(self, seqs: list[list[int]], probs: np.ndarray) -> None:
+    def put(self, seqs: list[list[int]], logits: np.ndarray) -> None:
         self.computed += 1
         with atomic_open(self.path(seqs), "wb") as f:
-            np.save(f, probs)
+            np.save(f, logits)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -83,15 +89,15 @@ def score_ids(
     model, seqs: list[list[int]], label_ids: list[int], pad_id: int, max_tokens: int, progress: bool = True,
     cache: BatchCache | None = None,
 ) -> np.ndarray:
-    """Probabilities [len(seqs), 3] (float64) for token sequences, in their order."""
+    """Label logits [len(seqs), len(label_ids)] (float64 of the float32 logits) for token sequences, in their order."""
     device = next(model.parameters()).device
     label_index = torch.tensor(label_ids, device=device)
-    probs = np.zeros((len(seqs), 3))
+    out = np.zeros((len(seqs), len(label_ids)))
     bar = tqdm(total=len(seqs), desc="scoring", unit="pair", disable=not progress or len(seqs) == 0)
     for batch in token_budget_batches([len(s) for s in seqs], max_tokens):
         done = cache.get([seqs[i] for i in batch]) if cache is not None else None
         if done is not None:
-            probs[batch] = done
+            out[batch] = done
             bar.update(len(batch))
             continue
         width = len(seqs[batch[0]])
@@ -109,36 +115,54 @@ def score_ids(
             logits_to_keep=1,
             use_cache=False,
         ).logits[:, -1, :]
-        chosen = logits.index_select(-1, label_index).float()
-        probs[batch] = torch.softmax(chosen, dim=-1).double().cpu().numpy()
+        out[batch] = logits.index_select(-1, label_index).double().cpu().numpy()
         if cache is not None:
-            cache.put([seqs[i] for i in batch], probs[batch])
+            cache.put([seqs[i] for i in batch], out[batch])
         bar.update(len(batch))
     bar.close()
-    return probs
+    return out
+
+
+def score_logits(
+    model, renderer: Renderer, pairs: list[Pair], max_tokens: int, tta: bool = False, state=None,
+    cache: BatchCache | None = None,
+) -> np.ndarray:
+    """Label logits [len(pairs), views, labels] in the pairs' order: one view, or two with `tta` (the second: the
+    pair with A and B swapped, its columns mapped back to the original A/B order). `state` (an accelerate
+    PartialState) splits the work across processes; `cache` keeps finished batches on disk."""
+    seqs = pair_sequences(renderer, pairs, tta)
+    pad_id = pad_token_id(renderer.tokenizer)
+    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
+    if world == 1:
+        logits = score_ids(model, seqs, renderer.label_ids, pad_id, max_tokens, cache=cache)
+    else:
+        from accelerate.utils import gather_object
+
+        mine = split_by_tokens([len(s) for s in seqs], world)[rank]
+        local = score_ids(model, [seqs[i] for i in mine], renderer.label_ids, pad_id, max_tokens, rank == 0, cache)
+        logits = np.zeros((len(seqs), len(renderer.label_ids)))
+        for i, row in gather_object(list(zip(mine, local.tolist()))):
+            logits[i] = row
+    n = len(pairs)
+    if not tta:
+        return logits[:, None, :]
+    return np.stack([logits[:n], logits[n:][:, swap_back(logits.shape[1])]], axis=1)
 
 
 def score_pairs(
     model, renderer: Renderer, pairs: list[Pair], max_tokens: int, tta: bool = False, state=None,
     cache: BatchCache | None = None,
 ) -> np.ndarray:
-    """Probabilities [len(pairs), 3] in the pairs' order. `tta`: also score every pair with A and B swapped, map
-    those probabilities back and average. `state` (an accelerate PartialState) splits the work across processes;
-    `cache` keeps finished batches on disk."""
-    seqs = pair_sequences(renderer, pairs, tta)
-    pad_id = pad_token_id(renderer.tokenizer)
-    world, rank = (state.num_processes, state.process_index) if state is not None else (1, 0)
-    if world == 1:
-        probs = score_ids(model, seqs, renderer.label_ids, pad_id, max_tokens, cache=cache)
-    else:
-        from accelerate.utils import gather_object
+    """Probabilities [len(pairs), labels] in the pairs' order: `probabilities(score_logits(...))`, with `tta` the
+    average of the pair's and the swapped pair's."""
+    return probabilities(score_logits(model, renderer, pairs, max_tokens, tta, state, cache))
 
-        mine = split_by_tokens([len(s) for s in seqs], world)[rank]
-        local = score_ids(model, [seqs[i] for i in mine], renderer.label_ids, pad_id, max_tokens, rank == 0, cache)
-        probs = np.zeros((len(seqs), 3))
-        for i, p in gather_object(list(zip(mine, local.tolist()))):
-            probs[i] = p
-    return average_swapped(probs, len(pairs)) if tta else probs
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """[n, views, labels] label logits -> [n, labels] probabilities: the softmax of logits / temperature in each
+    view, averaged over the views."""
+    scaled = torch.from_numpy(np.asarray(logits, dtype=np.float64) / temperature)
+    return torch.softmax(scaled, dim=-1).mean(dim=1).numpy()
 
 
 def pair_sequences(renderer: Renderer, pairs: list[Pair], tta: bool = False) -> list[list[int]]:
@@ -154,9 +178,9 @@ def pad_token_id(tokenizer) -> int:
 
 
 def average_swapped(probs: np.ndarray, n: int) -> np.ndarray:
-    """[2n, 3] probabilities of n pairs, then of the same pairs swapped -> [n, 3]: the swapped ones mapped back to
-    the original A/B order, then averaged."""
-    return (probs[:n] + probs[n:][:, SWAP_BACK]) / 2
+    """[2n, labels] probabilities of n pairs, then of the same pairs swapped -> [n, labels]: the swapped ones mapped
+    back to the original A/B order, then averaged."""
+    return (probs[:n] + probs[n:][:, swap_back(probs.shape[1])]) / 2
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -76,7 +76,7 @@ def held_out_rows(run, data_file):
     return [r for r in rows if r["id"] in ids], header
 
 
-def heldout_file(run, data_file, out):
+def write_held_out(run, data_file, out):
     """The rows of `data_file` that `run` held out, as a labelled file of their own."""
     return write_rows(out, *held_out_rows(run, data_file))
 
@@ -142,3 +142,9 @@ def trained_run(tiny_model, demo_data, tmp_path_factory):
         "--train_file", demo_data / "train.csv", "--output_dir", run,
     ))
     return run
+
+
+@pytest.fixture(scope="session")
+def heldout_file(trained_run, demo_data, tmp_path_factory) -> Path:
+    """The rows `trained_run` held out (fold 0), as a labelled file of their own."""
+    return write_held_out(trained_run, demo_data / "train.csv", tmp_path_factory.mktemp("heldout") / "heldout.csv")

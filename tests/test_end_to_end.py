@@ -44,12 +44,15 @@ def plain_scores(trained_run, demo_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("plain")
     data = write_rows(folder / "data.csv", rows + swapped, header)
     out = folder / "submission.csv"
-    return out, check(run_script("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out))
+    # the model's own probabilities, as oof.csv has them (tests/test_calibration.py checks the calibrated ones)
+    return out, check(run_script("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out,
+                                 "--no_calibration"))
 
 
 def test_training_writes_the_run_folder(trained_run):
     for name in ("adapter_model.safetensors", "adapter_config.json", "config.yaml", "prompt.txt", "folds.csv",
-                 "oof.csv", "metrics.json", "versions.json"):
+                 "oof.csv", "metrics.json", "versions.json", "calibration.json", "reliability.png", "confusion.png",
+                 "subgroups.png"):
         assert (trained_run / name).exists(), name
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["world_size"] == 1 and metrics["fold"] == 0
@@ -148,7 +151,7 @@ def test_infer_reads_the_runs_template_labels_and_budget(custom_run, tmp_path):
     pairs = read_pairs(str(heldout))
     assert sum(r.dropped_turns + r.shortened_texts > 0 for r in renderer.render_many(pairs)) >= 10
     out = tmp_path / "submission.csv"
-    check(run_script("infer.py", "--adapter", run, "--data_file", heldout, "--output_file", out))
+    check(run_script("infer.py", "--adapter", run, "--data_file", heldout, "--output_file", out, "--no_calibration"))
     predictions, _ = read_predictions(out)
     oof, _ = read_predictions(run / "oof.csv")
     assert list(predictions) == list(oof)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import check, heldout_file, read_probabilities, run_script, same_result_tolerance
+from conftest import check, read_probabilities, run_script, same_result_tolerance, write_held_out
 
 BF16_CPU = {"UNSLOTH_CPU_BF16": "1"}
 SHORT = ["--config", "configs/demo.yaml", "--max_steps", "20", "--per_device_train_batch_size", "8"]
@@ -44,8 +44,9 @@ def test_bfloat16_run_scores_the_same_after_training_as_after_reloading(tiny_mod
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dtype"] == "bfloat16" and metrics["adapter_dtype"] == "float32", metrics
     out = tmp_path / "pred" / "submission.csv"
-    data = heldout_file(run, demo_data / "train.csv", tmp_path / "heldout.csv")
-    check(run_script("infer.py", "--adapter", run, "--data_file", data, "--output_file", out, env=BF16_CPU))
+    data = write_held_out(run, demo_data / "train.csv", tmp_path / "heldout.csv")
+    check(run_script("infer.py", "--adapter", run, "--data_file", data, "--output_file", out, "--no_calibration",
+                     env=BF16_CPU))
     assert json.loads((out.parent / "metrics.json").read_text())["dtype"] == "bfloat16"  # the run's dtype
     oof, reloaded = read_probabilities(run / "oof.csv"), read_probabilities(out)
     assert oof.keys() == reloaded.keys()

@@ -9,7 +9,7 @@ import torch
 
 from arena.data import read_pairs
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
-from arena.scoring import log_loss, score_pairs, split_by_tokens, token_budget_batches
+from arena.scoring import log_loss, probabilities, score_logits, score_pairs, split_by_tokens, token_budget_batches
 from conftest import same_result_tolerance
 
 TEMPLATE = read_template("prompts/two_conversations.txt")
@@ -112,3 +112,18 @@ def test_log_loss_matches_known_values():
     assert log_loss(np.full((3, 3), 1 / 3), labels) == pytest.approx(math.log(3))
     assert log_loss(np.eye(3), labels) == pytest.approx(0.0, abs=1e-12)
     assert log_loss(np.eye(3)[[1, 2, 0]], labels) == pytest.approx(-math.log(np.finfo(float).eps), rel=1e-6)
+
+
+def test_score_logits_keeps_the_label_logits_of_each_view(setup):
+    model, renderer, pairs = setup
+    logits = score_logits(model, renderer, pairs, max_tokens=4096, tta=True)
+    assert logits.shape == (len(pairs), 2, 3)
+    for pair, row in zip(pairs, logits):
+        ids = torch.tensor([renderer.render(pair).ids])
+        with torch.no_grad():
+            expected = model(input_ids=ids).logits[0, -1][renderer.label_ids].double().numpy()
+        np.testing.assert_allclose(row[0], expected, rtol=1e-5, atol=1e-5)
+    swapped = score_logits(model, renderer, [p.swapped() for p in pairs], max_tokens=4096)
+    np.testing.assert_allclose(logits[:, 1], swapped[:, 0][:, [1, 0, 2]], atol=1e-5)  # mapped back to A/B order
+    np.testing.assert_allclose(probabilities(logits), score_pairs(model, renderer, pairs, 4096, tta=True), atol=1e-12)
+    assert probabilities(logits, 2.0).max() < probabilities(logits).max()  # a temperature above 1 softens

@@ -19,7 +19,7 @@ def test_a_predictions_file_reads_back_as_written(demo_data, tmp_path):
     pairs = read_pairs(str(demo_data / "train.csv"))[:5]
     probs = np.random.default_rng(0).dirichlet([1, 1, 1], size=5)
     write_predictions(str(tmp_path / "oof.csv"), pairs, probs, {"label": [p.label for p in pairs]})
-    table = read_predictions(str(tmp_path / "oof.csv"))
+    table = read_predictions(str(tmp_path / "oof.csv")).by_id()
     assert list(table) == [p.id for p in pairs]
     np.testing.assert_allclose(np.stack(list(table.values())), probs, atol=1e-12)
 
@@ -84,7 +84,7 @@ def test_augmented_rows_never_reach_the_held_out_fold(demo_data):
 
 
 def test_the_demo_states_true_probabilities_that_vary_and_its_labels_follow_them(demo_data):
-    truth = read_predictions(str(demo_data / "truth.csv"))
+    truth = read_predictions(str(demo_data / "truth.csv")).by_id()
     pairs = read_pairs(str(demo_data / "train.csv"))
     assert len(truth) == 1500 + 60
     p = np.stack([truth[pair.id] for pair in pairs])
