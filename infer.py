@@ -23,6 +23,7 @@ from trl import TrlParser
 from arena.config import DEFAULT_TEMPLATE, ZERO_SHOT_TEMPLATE, ScoreArgs, load_run_config
 from arena.data import BadRows, DataError, read_pairs
 from arena.io import write_json
+from arena.label_head import load_label_head
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
 from arena.run import load_model, model_fingerprint, process_state, write_predictions
 from arena.scoring import BatchCache, metrics, score_pairs
@@ -81,6 +82,8 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     model, tokenizer = load_model(args.adapter or args.model_name_or_path, max_length, *weights)
     FastLanguageModel.for_inference(model)
     renderer = Renderer(tokenizer, read_template(template_file), labels, max_length)
+    if args.adapter and load_label_head(model, args.adapter, renderer.label_ids, run.get("label_head", False)):
+        print(f"label head: {args.adapter}/label_head.safetensors")
 
     folder, name = os.path.split(os.path.abspath(args.output_file))
     cache = BatchCache(

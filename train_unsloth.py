@@ -29,6 +29,7 @@ from trl import SFTTrainer, TrlParser
 from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, save_config
 from arena.data import BadRows, DataError, split_data
 from arena.io import atomic_open, write_json
+from arena.label_head import LabelHeadTrainer, attach_label_head
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
 from arena.run import (
@@ -83,7 +84,10 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
         use_gradient_checkpointing=gradient_checkpointing(model_args.use_gradient_checkpointing),
         random_state=args.seed,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    if model_args.label_head:
+        attach_label_head(model, renderer.label_ids)
+    trainer_class = LabelHeadTrainer if model_args.label_head else SFTTrainer
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     if not unsloth.is_bfloat16_supported():
         adapters_to_float32(model)
     result = trainer.train(resume_from_checkpoint=resume_path(args.resume_from_checkpoint, run))

@@ -41,6 +41,11 @@ class ModelArgs:
     use_gradient_checkpointing: str = field(
         default="unsloth", metadata={"help": "'unsloth' (offloaded), 'true' (standard) or 'false'."}
     )
+    label_head: bool = field(
+        default=False,
+        metadata={"help": "Train a scale and a bias on each label's logit too (arena/label_head.py); saved with the "
+                          "adapter. For tied-embedding models such as Gemma-2."},
+    )
 
 
 @dataclass

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from arena.data import Pair
 from arena.io import atomic_open
+from arena.label_head import label_logits
 from arena.prompts import Renderer
 
 SWAP_BACK = [1, 0, 2]  # columns of a swapped pair's probabilities, in the original A/B order
@@ -109,7 +110,7 @@ def score_ids(
             logits_to_keep=1,
             use_cache=False,
         ).logits[:, -1, :]
-        chosen = logits.index_select(-1, label_index).float()
+        chosen = label_logits(model, logits, label_index)
         probs[batch] = torch.softmax(chosen, dim=-1).double().cpu().numpy()
         if cache is not None:
             cache.put([seqs[i] for i in batch], probs[batch])
