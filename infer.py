@@ -42,6 +42,11 @@ class InferArgs:
     )
     labels: list[str] | None = field(default=None, metadata={"help": "Default: the run's, else ' A' ' B' ' Tie'."})
     max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
+    chat_template: bool | None = field(
+        default=None,
+        metadata={"help": "Wrap the prompt in the tokenizer's chat template. Default: the run's setting with "
+                          "--adapter; with --model, on when the tokenizer has a chat template."},
+    )
     load_in_4bit: bool = True
     load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead (wins over --load_in_4bit)."})
     on_bad_row: str = field(
@@ -81,7 +86,11 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     weights = (args.load_in_4bit, args.load_in_8bit)
     model, tokenizer = load_model(args.adapter or args.model_name_or_path, max_length, *weights)
     FastLanguageModel.for_inference(model)
-    renderer = Renderer(tokenizer, read_template(template_file), labels, max_length)
+    chat = args.chat_template
+    if chat is None:
+        chat = run.get("chat_template", False) if args.adapter else bool(tokenizer.chat_template)
+    renderer = Renderer(tokenizer, read_template(template_file), labels, max_length, chat)
+    print(f"prompt: {template_file}" + (", in the tokenizer's chat template" if chat else ""))
     if args.adapter and load_label_head(model, args.adapter, renderer.label_ids, run.get("label_head", False)):
         print(f"label head: {args.adapter}/label_head.safetensors")
 

@@ -63,7 +63,7 @@ def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args
     else:
         model, tokenizer = load_model(model_args.model_name_or_path, args.max_length, model_args.load_in_4bit)
     template = read_template(data_args.prompt_template)
-    renderer = Renderer(tokenizer, template, data_args.labels, args.max_length)
+    renderer = Renderer(tokenizer, template, data_args.labels, args.max_length, data_args.chat_template)
     label_tokens = tokenizer.convert_ids_to_tokens(renderer.label_ids)
     log(f"label tokens: {dict(zip(data_args.labels, label_tokens))} (the first token of each label is trained)")
 

@@ -65,6 +65,11 @@ class DataArgs:
     labels: list[str] = field(
         default_factory=lambda: list(DEFAULT_LABELS), metadata={"help": "Label texts for A wins, B wins, tie."}
     )
+    chat_template: bool = field(
+        default=False,
+        metadata={"help": "Wrap the prompt as one user message in the tokenizer's chat template (the label follows "
+                          "the assistant's header)."},
+    )
     on_bad_row: str = field(
         default="error", metadata={"help": "'error' stops at a bad row; 'skip' skips it and lists it in the run folder."}
     )

@@ -36,21 +36,25 @@ def test_the_tiny_model_learns_the_demo_signal(trained_run):
     assert metrics["accuracy"] > 0.6, metrics
 
 
-def test_infer_with_the_adapter_reproduces_same_model_scoring(trained_run, demo_data, tmp_path):
-    oof, _ = read_predictions(trained_run / "oof.csv")
-    with open(trained_run / "folds.csv") as f:
+def write_heldout(run, data, path):
+    """The rows of a run's held-out fold 0, as their own labelled file at `path`; checks they are oof.csv's."""
+    with open(run / "folds.csv") as f:
         held_out = {r["id"] for r in csv.DictReader(f) if r["fold"] == "0"}
-    assert set(oof) == held_out
-    # the held-out rows as their own labelled file
-    with open(demo_data / "train.csv", newline="") as f:
+    assert set(read_predictions(run / "oof.csv")[0]) == held_out
+    with open(data, newline="") as f:
         reader = csv.DictReader(f)
         rows = [r for r in reader if r["id"] in held_out]
         header = reader.fieldnames
-    data = tmp_path / "heldout.csv"
-    with open(data, "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, header)
         writer.writeheader()
         writer.writerows(rows)
+    return path
+
+
+def test_infer_with_the_adapter_reproduces_same_model_scoring(trained_run, demo_data, tmp_path):
+    oof, _ = read_predictions(trained_run / "oof.csv")
+    data = write_heldout(trained_run, demo_data / "train.csv", tmp_path / "heldout.csv")
     out = tmp_path / "pred" / "submission.csv"
     result = check(run_script("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out))
     predictions, raw = read_predictions(out)
