@@ -4,10 +4,12 @@
     python infer.py --model runs/demo-model --data_file data/demo/train.csv --output_file zero_shot.csv
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml infer.py --adapter ... --data_file ...
 
-With --adapter the base model, prompt template, labels and budget are those the run was trained with (read from
-the run folder). The output is `id,winner_model_a,winner_model_b,winner_tie`, written atomically; when the data
-has labels, metrics.json is written next to it and the log loss printed. With --on_bad_row skip, the skipped rows
-are listed in `<output>.bad_rows.csv` beside it (submission.csv -> submission.bad_rows.csv).
+With --adapter the base model, prompt template, labels, budget, chat-template setting and label head are those the
+run was trained with (read from the run folder); with --model the prompt goes into the tokenizer's chat template
+when it has one (--chat_template false: the plain prompt). The output is
+`id,winner_model_a,winner_model_b,winner_tie`, written atomically; when the data has labels, metrics.json is written
+next to it and the log loss printed. With --on_bad_row skip, the skipped rows are listed in `<output>.bad_rows.csv`
+beside it (submission.csv -> submission.bad_rows.csv).
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers on import)

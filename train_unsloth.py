@@ -10,8 +10,9 @@ label token carries loss. After training, the same model (in inference mode) sco
 
 Every setting is a flag (`--learning_rate 1e-4`) or a key in the --config YAML; see arena/config.py and trl's
 SFTConfig. The run folder (--output_dir) gets: the LoRA adapter and tokenizer, config.yaml, prompt.txt,
-folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; bad_rows.csv with --on_bad_row skip;
-only lengths.png (and bad_rows.csv) with --dry_run, which loads the tokenizer alone and trains nothing.
+folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; label_head.safetensors with
+--label_head; bad_rows.csv with --on_bad_row skip; only lengths.png (and bad_rows.csv) with --dry_run, which loads
+the tokenizer alone and trains nothing.
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers and trl on import)

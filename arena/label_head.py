@@ -38,9 +38,14 @@ class LabelHead(torch.nn.Module):
 def label_logits(model, logits: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
     """The label tokens' logits [..., labels] (float32) from logits over the vocabulary, through the model's label
     head when it has one."""
-    chosen = logits.index_select(-1, label_ids).float()
+    return apply_label_head(model, logits.index_select(-1, label_ids))
+
+
+def apply_label_head(model, label_logits: torch.Tensor) -> torch.Tensor:
+    """[..., labels] logits of the label tokens, as the model outputs them (for Gemma-2, softcapped), through the
+    model's label head when it has one (float32). What a loss over the label logits calls too."""
     head = getattr(model, "label_head", None)
-    return head(chosen) if head is not None else chosen
+    return head(label_logits) if head is not None else label_logits.float()
 
 
 def attach_label_head(model, label_ids: list[int]) -> LabelHead:
@@ -79,6 +84,12 @@ class LabelHeadTrainer(SFTTrainer):
     """trl's SFTTrainer for a model with a label head: the loss is the same token loss (cross-entropy over the
     vocabulary at each trained position, normalised as trl does) with the head applied to the label columns; the
     head is saved with the adapter in every checkpoint and restored on resume."""
+
+    def __init__(self, *args, **kwargs):
+        # padded rows: the logits are computed from each batch's earliest trained position on, which for one
+        # packed row (padding-free, as unsloth batches on GPU) would be nearly the whole row
+        kwargs["args"].padding_free = False
+        super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         head = self.model.label_head

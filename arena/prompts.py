@@ -168,7 +168,7 @@ class Renderer:
             for pair in part:
                 last = len(pair.prompt) - 1
                 for j, turn in enumerate(zip(pair.prompt, pair.response_a, pair.response_b)):
-                    follows = (follow_prompt, follow_a, follow_b) if j == last else (follow_prompt, follow_answer, follow_answer)
+                    follows = (follow_prompt, *((follow_a, follow_b) if j == last else (follow_answer,) * 2))
                     texts += [" " + (text or EMPTY_TEXT)[:cap] + after for text, after in zip(turn, follows)]
             encoded = iter(encode_pieces(self.tokenizer, texts))
             for pair in part:
@@ -187,11 +187,12 @@ class Renderer:
         shortened = 0
         if total > self.max_length:  # one turn left and still too long: shorten its longest texts
             follows = self._last_follows()
-            texts = [ids[: max(len(ids) - len(after), 0)] for ids, after in zip(kept[0], follows)]  # without it
+            texts = [ids[: max(len(ids) - len(after), 0)] for ids, after in zip(kept[0], follows)]  # less the space
             room = self.max_length - self.overhead
             cut = fit_lengths([len(t) for t in texts], TEXT_WEIGHTS, room)
             shortened = sum(n < len(t) for n, t in zip(cut, texts))
-            kept = [tuple(ids if n == len(t) else t[:n] + after for ids, t, n, after in zip(kept[0], texts, cut, follows))]
+            kept = [tuple(ids if n == len(t) else t[:n] + after
+                          for ids, t, n, after in zip(kept[0], texts, cut, follows))]
         ids = list(self.head)
         for side, part in ((0, self.middle), (1, self.tail)):
             for turn in kept:

@@ -108,3 +108,15 @@ def test_adapter_dtype_benchmark_runs_both_modes_on_the_same_data(tiny_model, de
     # the same model and batches; only the adapters' dtype differs, so two steps give nearly the same loss
     losses = result["train_loss"]
     assert abs(losses["bf16"] - losses["float32"]) < 1e-2 * losses["float32"]
+
+
+def test_label_head_benchmark_pairs_the_arms_by_seed(tiny_model, demo_data, tmp_path):
+    results = tmp_path / "label_head.json"
+    check(run_script("bench/label_head.py", "--model", tiny_model, "--seeds", "0", "--runs", tmp_path / "runs",
+                     "--results", results, "--", "--max_steps", "2", "--train_file", demo_data / "train.csv"))
+    result = json.loads(results.read_text())
+    assert [(r["arm"], r["seed"]) for r in result["runs"]] == [("base", 0), ("label_head", 0)]
+    losses = {r["arm"]: r["log_loss"] for r in result["runs"]}
+    assert result["summary"]["label_head"]["paired_diff"] == [losses["label_head"] - losses["base"]]
+    assert (tmp_path / "runs" / "label_head-s0" / "label_head.safetensors").exists()
+    assert not (tmp_path / "runs" / "base-s0" / "label_head.safetensors").exists()

@@ -102,8 +102,9 @@ def main() -> None:
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
     params = sum(p.numel() for p in model.parameters())
-    tied = " (tied embeddings)" if config.tie_word_embeddings else ""
-    print(f"wrote a random {args.preset} {model_type}{tied} ({params / 1e6:.1f}M parameters, vocab {len(tokenizer)}) to {args.out}")
+    tied = ", tied embeddings" if config.tie_word_embeddings else ""
+    print(f"wrote a random {args.preset} {model_type} ({params / 1e6:.1f}M parameters, vocab {len(tokenizer)}{tied}) "
+          f"to {args.out}")
 
 
 if __name__ == "__main__":
