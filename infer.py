@@ -8,16 +8,17 @@ submission.
     python infer.py --model runs/demo-model --data_file data/demo/train.csv --output_file zero_shot.csv
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml infer.py --adapter ... --data_file ...
 
-With --adapter the base model, prompt template, labels, budget and dtype are those the run was trained with (read
-from the run folder), and the run's calibration.json (temperature, priors) is applied unless --no_calibration;
---temperature overrides its temperature. Several adapters on one base share one load of it; their probabilities
-are combined (--combine prob|logprob, --weights). --model with --adapter puts the adapters on that base instead (a
-local copy of the same model: its architecture and sizes are checked against each run's base_model.json before any
-weight is loaded). With --model alone, the template, labels, budget and calibration are the folder's when it has
-them (a merged export: tools/merge_adapter.py). The output is `id,winner_model_a,winner_model_b,winner_tie`,
-written atomically; when the data has labels, metrics.json is written next to it and the log loss printed. With
---on_bad_row skip, the skipped rows are listed in `<output>.bad_rows.csv` beside it (submission.csv ->
-submission.bad_rows.csv).
+With --adapter the base model, prompt template, labels, budget, dtype, chat-template setting and label head are
+those the run was trained with (read from the run folder), and the run's calibration.json (temperature, priors) is
+applied unless --no_calibration; --temperature overrides its temperature. Several adapters on one base share one
+load of it; their probabilities are combined (--combine prob|logprob, --weights). --model with --adapter puts the
+adapters on that base instead (a local copy of the same model: its architecture and sizes are checked against each
+run's base_model.json before any weight is loaded). With --model alone, the template, labels, budget and calibration
+are the folder's when it has them (a merged export: tools/merge_adapter.py), and the prompt goes into the
+tokenizer's chat template when it has one (--chat_template false: the plain prompt). The output is
+`id,winner_model_a,winner_model_b,winner_tie`, written atomically; when the data has labels, metrics.json is written
+next to it and the log loss printed. With --on_bad_row skip, the skipped rows are listed in `<output>.bad_rows.csv`
+beside it (submission.csv -> submission.bad_rows.csv).
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers on import)
@@ -38,6 +39,8 @@ from arena.config import (
 from arena.data import BadRows, DataError, read_pairs
 from arena.ensemble import DEFAULT_METHOD, METHODS, add_adapters, by_base, combine, run_folders
 from arena.io import write_json
+from arena.label_head import FILE as LABEL_HEAD_FILE
+from arena.label_head import load_label_head
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
 from arena.run import (
     add_bayes_limit, check_base, dtype_name, load_model, model_fingerprint, process_state, write_predictions,
@@ -69,6 +72,11 @@ class InferArgs:
     labels: list[str] | None = field(default=None, metadata={"help": "Default: the run's, else ' A' ' B' ' Tie'."})
     max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
     dtype: str | None = field(default=None, metadata={"help": DTYPE_HELP + " Default: the run's, else auto."})
+    chat_template: bool | None = field(
+        default=None,
+        metadata={"help": "Wrap the prompt in the tokenizer's chat template. Default: the run's setting with "
+                          "--adapter; with --model, on when the tokenizer has a chat template."},
+    )
     load_in_4bit: bool = True
     load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead (wins over --load_in_4bit)."})
     on_bad_row: str = field(
@@ -102,7 +110,7 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     members = run_folders(args.adapter) if args.adapter else [args.model_name_or_path]
     # run folders, or a model folder with a run's prompt.txt and config.yaml beside it (tools/merge_adapter.py)
     runs = [load_run_config(m) for m in members]
-    templates = [read_template(template_file(args, m)) for m in members]  # a wrong path stops before the model
+    templates = [(path, read_template(path)) for path in (template_file(args, m) for m in members)]  # stops early
     base = args.model_name_or_path if args.adapter else None
     for member in members if base else []:
         check_base(member, base)  # each adapter, before any weight is loaded
@@ -171,15 +179,21 @@ def template_file(args: InferArgs, member: str) -> str:
     return saved if os.path.exists(saved) else DEFAULT_TEMPLATE if args.adapter else ZERO_SHOT_TEMPLATE
 
 
-def score_member(model, tokenizer, member: str, run: dict, template: str, pairs, args: InferArgs,
+def score_member(model, tokenizer, member: str, run: dict, template: tuple[str, str], pairs, args: InferArgs,
                  score_args: ScoreArgs, state, cache_folder: str, dtype: str) -> np.ndarray:
-    """One model's probabilities of the pairs: its prompt, labels and budget, then its calibration (when its folder
-    has one)."""
+    """One model's probabilities of the pairs: its prompt (`template`: path and text), labels, budget, chat template
+    and label head, then its calibration (when its folder has them)."""
     labels = args.labels or run.get("labels") or list(DEFAULT_LABELS)
-    renderer = Renderer(tokenizer, template, labels, max_length(args, run))
+    chat = args.chat_template
+    if chat is None:  # the run's setting; a model alone: the tokenizer's chat template when it has one
+        chat = run["chat_template"] if "chat_template" in run else not args.adapter and bool(tokenizer.chat_template)
+    renderer = Renderer(tokenizer, template[1], labels, max_length(args, run), chat)
+    state.print(f"{member}: prompt {template[0]}" + (", in the tokenizer's chat template" if chat else ""))
+    if load_label_head(model, member, renderer.label_ids, run.get("label_head", False)):
+        state.print(f"{member}: label head {os.path.join(member, LABEL_HEAD_FILE)}")
     weights = (args.load_in_4bit, args.load_in_8bit)
     base = args.model_name_or_path if args.adapter else None
-    cache = BatchCache(cache_folder, model_fingerprint(member, *weights, dtype, base, renderer.label_ids))
+    cache = BatchCache(cache_folder, model_fingerprint(member, *weights, dtype, base, chat, renderer.label_ids))
     logits = score_logits(model, renderer, pairs, score_args.score_max_tokens, score_args.tta, state, cache)
     if cache.reused:
         print(f"process {state.process_index}: reused {cache.reused} finished batches, scored {cache.computed}")

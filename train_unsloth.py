@@ -11,10 +11,11 @@ label token carries loss. After training, the same model (in inference mode) sco
 
 Every setting is a flag (`--learning_rate 1e-4`) or a key in the --config YAML; see arena/config.py and trl's
 SFTConfig. The run folder (--output_dir) gets: the LoRA adapter and tokenizer, config.yaml, prompt.txt,
-folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; bad_rows.csv with --on_bad_row skip;
-only lengths.png (and bad_rows.csv) with --dry_run, which loads the tokenizer alone and trains nothing. After
-scoring the held-out fold it fits a temperature (and with --degenerate_priors, priors for one_empty and identical
-rows) on it, stored in calibration.json, and draws reliability.png, confusion.png and subgroups.png.
+folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; label_head.safetensors with
+--label_head; bad_rows.csv with --on_bad_row skip; only lengths.png (and bad_rows.csv) with --dry_run, which loads
+the tokenizer alone and trains nothing. After scoring the held-out fold it fits a temperature (and with
+--degenerate_priors, priors for one_empty and identical rows) on it, stored in calibration.json, and draws
+reliability.png, confusion.png and subgroups.png.
 `--fold all` trains the folds in turn into fold-<k>/ run folders, then writes one oof.csv and the CV metrics.json.
 
 The recipe's options (arena/losses.py): --loss label trains the cross-entropy over the label tokens' logits only;
@@ -43,6 +44,7 @@ from arena.crossval import assess, fold_finished, fold_folder, summarize
 from arena.data import BadRows, DataError, split_data, swap_augment
 from arena.io import atomic_open, write_json
 from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
+from arena.label_head import attach_label_head
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
 from arena.run import (
@@ -118,7 +120,7 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
     else:
         model, tokenizer = load_model(model_args.model_name_or_path, args.max_length, model_args.load_in_4bit,
                                       dtype=args.dtype)
-    renderer = Renderer(tokenizer, template, data_args.labels, args.max_length)
+    renderer = Renderer(tokenizer, template, data_args.labels, args.max_length, data_args.chat_template)
     label_tokens = tokenizer.convert_ids_to_tokens(renderer.label_ids)
     log(f"label tokens: {dict(zip(data_args.labels, label_tokens))} (the first token of each label is trained)")
 
@@ -142,6 +144,8 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
         use_gradient_checkpointing=gradient_checkpointing(model_args.use_gradient_checkpointing),
         random_state=args.seed,
     )
+    if model_args.label_head:
+        attach_label_head(model, renderer.label_ids)
     trainer = ArenaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                            label_ids=renderer.label_ids)
     adapters_to_float32(model)

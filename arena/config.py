@@ -45,6 +45,11 @@ class ModelArgs:
     use_gradient_checkpointing: str = field(
         default="unsloth", metadata={"help": "'unsloth' (offloaded), 'true' (standard) or 'false'."}
     )
+    label_head: bool = field(
+        default=False,
+        metadata={"help": "Train a scale and a bias on each label's logit too (arena/label_head.py); saved with the "
+                          "adapter. For tied-embedding models such as Gemma-2."},
+    )
 
 
 @dataclass
@@ -67,6 +72,11 @@ class DataArgs:
     prompt_template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Template file in prompts/."})
     labels: list[str] = field(
         default_factory=lambda: list(DEFAULT_LABELS), metadata={"help": "Label texts for A wins, B wins, tie."}
+    )
+    chat_template: bool = field(
+        default=False,
+        metadata={"help": "Wrap the prompt as one user message in the tokenizer's chat template (the label follows "
+                          "the assistant's header)."},
     )
     on_bad_row: str = field(
         default="error", metadata={"help": "'error' stops at a bad row; 'skip' skips it and lists it in the run folder."}

@@ -5,7 +5,8 @@ Formats: CSV, Parquet, JSON Lines (and .json holding one array of rows). Shapes:
   one-hot `winner_model_a`, `winner_model_b`, `winner_tie` (Kaggle train/test, the 33k set);
 - HH-RLHF: `chosen`, `rejected` transcripts with "\\n\\nHuman: " / "\\n\\nAssistant: " turns;
 - UltraFeedback: `prompt`, `chosen`, `rejected` where chosen/rejected are lists of {role, content} messages.
-Pairwise (chosen/rejected) rows are mapped to A/B by a seeded random swap; they have no ties.
+Pairwise (chosen/rejected) rows are mapped to A/B by a seeded random swap; they have no ties. A `language` column,
+in any shape, is kept as `Pair.language` (the dry run counts rows and tokens per language).
 
 Bad input raises `DataError` with one line naming file, row, column and problem; with `on_bad_row="skip"` the row
 is skipped and recorded in `BadRows` instead, so nothing is dropped without a record. Row N is the N-th data row,
@@ -46,6 +47,7 @@ class Pair:
     response_b: tuple[str, ...]
     label: int | None = None
     source: str = ""
+    language: str = ""  # the `language` column where the file has one
 
     @property
     def one_empty(self) -> bool:
@@ -394,6 +396,10 @@ def read_pairs(
                 shape, labelled = detect_shape(path, columns)
             row_id = repair_text(str(row["id"])) if row.get("id") not in (None, "") else f"{stem}-{i}"
             pair = _make_pair(path, i, row_id, row, shape, labelled, seed)
+            if row.get("language") is not None:
+                if not isinstance(row["language"], str):
+                    raise RowError(path, i, row_id, "language", f"expected text, got {type(row['language']).__name__}")
+                pair = replace(pair, language=repair_text(row["language"]).strip())
             if row_id in seen_ids:
                 first_path, first_row = seen_ids[row_id]
                 where = f"row {first_row}" if first_path == path else f"{first_path} row {first_row}"

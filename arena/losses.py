@@ -11,23 +11,27 @@
 The label logits are computed at the positions that predict a label token only (found from `labels != -100`,
 shifted by one), times the output head's rows of the label tokens: the model runs its own forward pass (so DDP,
 unsloth's padding-free batches and the model's final logit soft-capping all apply) with its output head standing
-in as `LabelHead` for that one call. No [batch, length, vocab] tensor is ever built.
+in as `LabelRows` for that one call. No [batch, length, vocab] tensor is ever built.
 """
 
 from __future__ import annotations
 
 import unsloth  # noqa: F401  (first: unsloth patches trl's SFTTrainer, which ArenaTrainer extends)
 
+import os
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from accelerate.data_loader import SeedableRandomSampler
+from safetensors.torch import load_file
 from torch.utils.data import RandomSampler, Sampler
 from transformers.trainer_pt_utils import BatchRebalanceSampler
 from trl import SFTTrainer
 
 from arena.data import DataError
+from arena.label_head import FILE as LABEL_HEAD_FILE
+from arena.label_head import apply_label_head, save_label_head
 
 LOSSES = ("token", "label")
 SOFT_LABELS = "soft_labels"  # the dataset column of teacher probabilities
@@ -44,7 +48,7 @@ def check_loss_settings(loss: str, alpha: float, temperature: float, has_teacher
         raise DataError(f"--distill_temperature must be positive, got {temperature}")
 
 
-class LabelHead(torch.nn.Module):
+class LabelRows(torch.nn.Module):
     """Stands in for a model's output head for one forward pass: the hidden states at `positions` (rows, columns)
     times the head's rows of the label tokens, [len(rows), len(label_ids)]."""
 
@@ -62,10 +66,10 @@ class LabelHead(torch.nn.Module):
 
 @contextmanager
 def label_head(model, label_ids: list[int], positions):
-    """The base model's output head replaced by a LabelHead, and put back afterwards."""
+    """The base model's output head replaced by a LabelRows, and put back afterwards."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
-    base.set_output_embeddings(LabelHead(head, label_ids, positions))
+    base.set_output_embeddings(LabelRows(head, label_ids, positions))
     try:
         yield
     finally:
@@ -137,9 +141,14 @@ class SwapPairSampler(Sampler):
 
 class ArenaTrainer(SFTTrainer):
     """trl's SFTTrainer (as unsloth patches it, on CPU and GPU) with `args.loss`, soft labels from a
-    `soft_labels` column, and `args.swap_augment`'s pairs batched together. Settings: `arena.config.TrainConfig`."""
+    `soft_labels` column, `args.swap_augment`'s pairs batched together, and the model's `--label_head` (applied in
+    either loss, saved with the adapter and in every checkpoint). Settings: `arena.config.TrainConfig`."""
 
     def __init__(self, *args, label_ids: list[int], **kwargs):
+        if label_head_of(kwargs["model"]) is not None and kwargs["args"].loss == "token":
+            # the token loss with a head computes logits from each batch's earliest trained position on, which for
+            # one packed row (padding-free, as unsloth batches on GPU) would be nearly the whole row
+            kwargs["args"].padding_free = False
         super().__init__(*args, **kwargs)
         self.label_ids = list(label_ids)
         if SOFT_LABELS in (self.train_dataset.column_names or []):
@@ -152,17 +161,37 @@ class ArenaTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         soft = inputs.pop(SOFT_LABELS, None)
-        if self.args.loss == "token":
+        unwrapped = self.accelerator.unwrap_model(model)
+        head = label_head_of(unwrapped)
+        if self.args.loss == "token" and head is None:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        logits, targets = label_logits(model, inputs, self.label_ids, self.accelerator.unwrap_model(model))
-        per_row = label_loss(logits, targets, soft, self.args.distill_alpha, self.args.distill_temperature)
+        if self.args.loss == "token":
+            logits, targets = trained_position_logits(model, inputs)
+            logits = logits.float().index_copy(-1, head.label_ids, head(logits.index_select(-1, head.label_ids)))
+            per_row = F.cross_entropy(logits, targets, reduction="none")
+        else:
+            logits, targets = label_logits(model, inputs, self.label_ids, unwrapped)
+            logits = apply_label_head(unwrapped, logits)
+            per_row = label_loss(logits, targets, soft, self.args.distill_alpha, self.args.distill_temperature)
         # as trl's own loss: num_items_in_batch counts the label tokens of every rank and accumulation step
         count = len(per_row) if num_items_in_batch is None else num_items_in_batch
         loss = per_row.sum() / torch.as_tensor(count).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        head = label_head_of(self.model)
+        if head is not None:
+            save_label_head(head, output_dir or self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        head = label_head_of(self.model)
+        if head is not None:
+            head.load_state_dict(load_file(os.path.join(resume_from_checkpoint, LABEL_HEAD_FILE)))
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -176,3 +205,19 @@ class ArenaTrainer(SFTTrainer):
         if type(base) is RandomSampler:  # what accelerate does to a plain RandomSampler it can see
             base = SeedableRandomSampler(data_source=base.data_source, data_seed=self.args.data_seed)
         return SwapPairSampler(base, n)
+
+
+def label_head_of(model):
+    return getattr(model, "label_head", None)
+
+
+def trained_position_logits(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits over the vocabulary at every position whose next token carries loss, [n, vocab], and those tokens [n].
+    The model computes logits only from the earliest such position on (`logits_to_keep`), not for the whole row."""
+    labels = inputs["labels"]
+    rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)
+    width = labels.shape[1]
+    keep = width - int(cols.min()) if len(cols) else 1
+    model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**model_inputs, logits_to_keep=keep, use_cache=False).logits
+    return logits[rows, cols - (width - keep)], labels[rows, cols + 1]

@@ -11,7 +11,12 @@ with a blank line between turns. The label token (" A", " B" or " Tie") follows 
 Every piece (template parts, role headers, texts) is tokenized once and the token lists are concatenated, so the
 budget is exact: when a pair does not fit in `max_length` tokens (label included), the earliest turns are dropped
 first, from both conversations alike, then the longest texts of the last turn are shortened (their ends cut), and
-the label is never cut.
+the label is never cut. A text is tokenized together with the line breaks that follow it, as it reads in the whole
+prompt (Qwen's and Llama-3's tokenizers merge "?\n\n" into one token), so a prompt that is not cut has the ids
+the whole text tokenizes to.
+
+With `chat_template`, the prompt is the one user message of the tokenizer's chat template, followed by the
+generation prompt (the assistant's header), and the label follows that; the template's tokens count in the budget.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ USER_HEADER, BOT_HEADER, TURN_SEPARATOR = "User:", "\nBot {side}:", "\n\n"
 # and this keeps a 200,000-character answer from costing more than a budget-sized one.
 CHARS_PER_TOKEN_CAP = 16
 RENDER_CHUNK = 1024  # pairs per tokenizer batch
+TEXT_WEIGHTS = (2, 1, 1)  # a turn's prompt text shows in both conversations, each answer in one
 
 
 def read_template(path: str) -> str:
@@ -37,16 +43,17 @@ def read_template(path: str) -> str:
         raise DataError(f"{path}: cannot read the prompt template ({e})") from None
 
 
-def encode_pieces(tokenizer, pieces: list[str]) -> list[list[int]]:
+def encode_pieces(tokenizer, pieces: list[str], split_special_tokens: bool = True) -> list[list[int]]:
     """Token ids of text pieces as they read in the middle of a prompt.
 
     Tokenizing a piece on its own can differ from how it reads in context (sentencepiece tokenizers add a word
     boundary at the start of every call). So each piece is tokenized behind an anchor ("\\n" before a piece that
     starts with a letter, "a" before one that starts with white space) and the anchor's tokens are removed; where
-    the anchor merges with the piece, the piece is tokenized alone. Special-token text inside a piece stays text."""
+    the anchor merges with the piece, the piece is tokenized alone. Special-token text inside a piece stays text
+    unless `split_special_tokens` is False (for the chat template's own text)."""
     anchors = ["a" if p[:1].isspace() else "\n" for p in pieces]
     anchor_ids = {a: _encode(tokenizer, [a])[0] for a in set(anchors)}
-    encoded = _encode(tokenizer, [a + p for a, p in zip(anchors, pieces)])
+    encoded = _encode(tokenizer, [a + p for a, p in zip(anchors, pieces)], split_special_tokens)
     out, retry = [], []
     for i, (anchor, ids) in enumerate(zip(anchors, encoded)):
         head = anchor_ids[anchor]
@@ -56,21 +63,21 @@ def encode_pieces(tokenizer, pieces: list[str]) -> list[list[int]]:
             out.append(None)
             retry.append(i)
     if retry:
-        for i, ids in zip(retry, _encode(tokenizer, [pieces[i] for i in retry])):
+        for i, ids in zip(retry, _encode(tokenizer, [pieces[i] for i in retry], split_special_tokens)):
             out[i] = ids
     return out
 
 
-def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
-    """`tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]`. A fast tokenizer with
+def _encode(tokenizer, texts: list[str], split_special_tokens: bool = True) -> list[list[int]]:
+    """`tokenizer(texts, add_special_tokens=False, split_special_tokens=...)["input_ids"]`. A fast tokenizer with
     no truncation or padding set is called directly, without offsets and the per-text conversion to Python objects:
     the same ids for less CPU time (docs/BENCHMARKS.md)."""
     if not texts:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or backend.truncation or backend.padding or not hasattr(backend, "encode_batch_fast"):
-        return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    before, backend.encode_special_tokens = backend.encode_special_tokens, True
+        return tokenizer(texts, add_special_tokens=False, split_special_tokens=split_special_tokens)["input_ids"]
+    before, backend.encode_special_tokens = backend.encode_special_tokens, split_special_tokens
     try:
         return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
     finally:
@@ -103,8 +110,10 @@ class Rendered:
 class Renderer:
     """Renders Pairs to token ids for one tokenizer, template, label set and budget."""
 
-    def __init__(self, tokenizer, template: str, labels=DEFAULT_LABELS, max_length: int = 3072):
-        template = template.rstrip("\n")
+    def __init__(
+        self, tokenizer, template: str, labels=DEFAULT_LABELS, max_length: int = 3072, chat_template: bool = False
+    ):
+        template = template.strip() if chat_template else template.rstrip("\n")
         for name in ("{conversation_a}", "{conversation_b}"):
             if template.count(name) != 1:
                 raise DataError(f"the prompt template must contain {name} exactly once")
@@ -115,16 +124,30 @@ class Renderer:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.label_ids = label_token_ids(tokenizer, labels)
-        bos = tokenizer("", add_special_tokens=True)["input_ids"]
-        bos = bos[:1] if bos and bos[0] == tokenizer.bos_token_id else []
-        self.head = bos + (_encode(tokenizer, [head])[0] if head else [])
-        self.middle, self.tail, self.user, bot_a, bot_b, self.sep = encode_pieces(
-            tokenizer,
-            [middle, tail, USER_HEADER, BOT_HEADER.format(side="A"), BOT_HEADER.format(side="B"), TURN_SEPARATOR],
-        )
+        if chat_template:
+            before, after = chat_wrapping(tokenizer)
+            head, tail, bos = before + head, tail + after, []
+        else:
+            bos = tokenizer("", add_special_tokens=True)["input_ids"]
+            bos = bos[:1] if bos and bos[0] == tokenizer.bos_token_id else []
+        # The white space before a header goes with the text before it (see the module docstring): `follow`
+        # holds what follows a prompt text, an answer of an earlier turn, and the last turn's answers A and B.
+        follow_prompt, bot_a = split_space(BOT_HEADER.format(side="A"))
+        bot_b = split_space(BOT_HEADER.format(side="B"))[1]
+        follow_answer, user = split_space(TURN_SEPARATOR + USER_HEADER)
+        follow_a, middle = split_space(middle)
+        follow_b, tail = split_space(tail)
+        self.follow = (follow_prompt, follow_answer, follow_a, follow_b)
+        self.head = bos + (_encode(tokenizer, [head], not chat_template)[0] if head else [])
+        self.tail = encode_pieces(tokenizer, [tail], not chat_template)[0] if tail else []
+        self.middle, self.user, bot_a, bot_b = encode_pieces(tokenizer, [middle, user, bot_a, bot_b])
         self.bot = (bot_a, bot_b)
-        # tokens a one-turn pair needs besides its three texts, the label included
-        self.overhead = len(self.head) + len(self.middle) + len(self.tail) + 2 * len(self.user) + len(bot_a) + len(bot_b) + 1
+        self.follow_ids = dict(zip(self.follow, encode_pieces(tokenizer, list(self.follow))))
+        self.base = len(self.head) + len(self.middle) + len(self.tail) + 1  # the template, BOS and the label
+        # tokens a one-turn pair needs besides its three texts (without the white space after them)
+        self.overhead = self.base + 2 * len(self.user) + len(bot_a) + len(bot_b) + sum(
+            w * len(ids) for w, ids in zip(TEXT_WEIGHTS, self._last_follows())
+        )
         if self.overhead > max_length:
             raise DataError(f"max_length {max_length} is too small for this template: it needs {self.overhead} tokens")
 
@@ -138,43 +161,72 @@ class Renderer:
         """Renders pairs one chunk at a time: a chunk's texts go to the tokenizer in one batch (a fast tokenizer
         encodes a batch on all CPU cores), and memory holds one chunk's tokens, not the whole dataset's."""
         cap = CHARS_PER_TOKEN_CAP * self.max_length
+        follow_prompt, follow_answer, follow_a, follow_b = self.follow
         for start in range(0, len(pairs), chunk):
             part = pairs[start : start + chunk]
-            texts = [
-                " " + (text or EMPTY_TEXT)[:cap]
-                for pair in part
-                for turn in zip(pair.prompt, pair.response_a, pair.response_b)
-                for text in turn
-            ]
+            texts = []
+            for pair in part:
+                last = len(pair.prompt) - 1
+                for j, turn in enumerate(zip(pair.prompt, pair.response_a, pair.response_b)):
+                    follows = (follow_prompt, *((follow_a, follow_b) if j == last else (follow_answer,) * 2))
+                    texts += [" " + (text or EMPTY_TEXT)[:cap] + after for text, after in zip(turn, follows)]
             encoded = iter(encode_pieces(self.tokenizer, texts))
             for pair in part:
                 yield self._fit([(next(encoded), next(encoded), next(encoded)) for _ in pair.prompt])
 
     def _fit(self, turns: list[tuple[list[int], list[int], list[int]]]) -> Rendered:
-        user, (bot_a, bot_b), sep = len(self.user), self.bot, len(self.sep)
-        base = self.overhead - 2 * user - len(bot_a) - len(bot_b)  # template, BOS and label
+        """`turns`: each turn's three texts' tokens, each with the white space that follows it."""
+        user, (bot_a, bot_b) = len(self.user), self.bot
         costs = [2 * (user + len(p)) + len(bot_a) + len(bot_b) + len(a) + len(b) for p, a, b in turns]
-        total = full_length = base + sum(costs) + 2 * sep * (len(turns) - 1)
+        total = full_length = self.base + sum(costs)
         start = 0
         while total > self.max_length and start < len(turns) - 1:
-            total -= costs[start] + 2 * sep
+            total -= costs[start]
             start += 1
         kept = turns[start:]
         shortened = 0
         if total > self.max_length:  # one turn left and still too long: shorten its longest texts
-            p, a, b = kept[0]
+            follows = self._last_follows()
+            texts = [ids[: max(len(ids) - len(after), 0)] for ids, after in zip(kept[0], follows)]  # less the space
             room = self.max_length - self.overhead
-            lp, la, lb = fit_lengths([len(p), len(a), len(b)], [2, 1, 1], room)
-            shortened = (lp < len(p)) + (la < len(a)) + (lb < len(b))
-            kept = [(p[:lp], a[:la], b[:lb])]
+            cut = fit_lengths([len(t) for t in texts], TEXT_WEIGHTS, room)
+            shortened = sum(n < len(t) for n, t in zip(cut, texts))
+            kept = [tuple(ids if n == len(t) else t[:n] + after
+                          for ids, t, n, after in zip(kept[0], texts, cut, follows))]
         ids = list(self.head)
         for side, part in ((0, self.middle), (1, self.tail)):
-            for j, turn in enumerate(kept):
-                if j:
-                    ids += self.sep
+            for turn in kept:
                 ids += self.user + turn[0] + self.bot[side] + turn[1 + side]
             ids += part
         return Rendered(ids, len(turns), start, shortened, full_length)
+
+    def _last_follows(self) -> list[list[int]]:
+        """The white space tokens after the last turn's prompt, answer A and answer B."""
+        follow_prompt, _, follow_a, follow_b = self.follow
+        return [self.follow_ids[follow_prompt], self.follow_ids[follow_a], self.follow_ids[follow_b]]
+
+
+def split_space(piece: str) -> tuple[str, str]:
+    """(the white space a piece starts with, the rest)."""
+    rest = piece.lstrip()
+    return piece[: len(piece) - len(rest)], rest
+
+
+CHAT_PLACEHOLDER = "\x00arena-prompt\x00"
+
+
+def chat_wrapping(tokenizer) -> tuple[str, str]:
+    """The chat template's text before and after one user message, with the generation prompt at the end."""
+    name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"{name}: the tokenizer has no chat template, so --chat_template cannot be used")
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": CHAT_PLACEHOLDER}], tokenize=False, add_generation_prompt=True
+    )
+    if text.count(CHAT_PLACEHOLDER) != 1:
+        raise DataError(f"{name}: its chat template changes the message text, so the prompt cannot be wrapped in it")
+    before, after = text.split(CHAT_PLACEHOLDER)
+    return before, after
 
 
 def fit_lengths(lengths: list[int], weights: list[int], room: int) -> list[int]:

@@ -10,6 +10,7 @@ import numpy as np
 from arena.data import CLASS_NAMES, Split
 from arena.prompts import Renderer
 
+TOP_LANGUAGES = 10  # the dry run lists this many languages by row count, then "other"
 TURN_BUCKETS = {"1": (1, 1), "2": (2, 2), "3": (3, 3), "4-5": (4, 5), "6-10": (6, 10), "11+": (11, np.inf)}
 PERCENTILES = (50, 90, 95, 99, 100)
 
@@ -42,6 +43,8 @@ def data_report(split: Split, renderer: Renderer, run: str) -> str:
     for q in PERCENTILES:
         name = "max" if q == 100 else f"p{q}"
         lines.append(f"  {name:<46}{int(np.percentile(needed, q)):>10}  {int(np.percentile(fitted, q)):>16}")
+    if any(p.language for p in pairs):
+        lines += language_lines([p.language for p in pairs], needed)
     lines += ["fitting the budget", row("rows that lost earliest turns", dropped),
               row("rows with shortened texts", shortened)]
     lines += ["flagged rows (the one_empty and identical columns of oof.csv)",
@@ -53,6 +56,23 @@ def data_report(split: Split, renderer: Renderer, run: str) -> str:
     save_histogram(png, needed, fitted, renderer.max_length)
     lines.append(f"length histogram: {png}")
     return "\n".join(lines)
+
+
+def language_lines(languages: list[str], needed: np.ndarray) -> list[str]:
+    """Rows and tokens needed (label included) per language, the most frequent first, then "other"; rows without a
+    language are "(none)"."""
+    names = [name or "(none)" for name in languages]
+    top = [name for name, _ in Counter(names).most_common(TOP_LANGUAGES)]
+    groups = {name: [] for name in top}
+    for name, length in zip(names, needed):
+        groups.setdefault(name if name in groups else "other", []).append(length)
+    lines = [f"{'languages (top ' + str(TOP_LANGUAGES) + ', then other)':<48}{'rows':>10}  {'share':>6}"
+             f"  {'tokens p50':>10}  {'p90':>6}  {'max':>6}"]
+    for name, lengths in groups.items():
+        p50, p90, top_length = (int(np.percentile(lengths, q)) for q in (50, 90, 100))
+        lines.append(f"  {name[:46]:<46}{len(lengths):>10}  {len(lengths) / len(names):6.1%}"
+                     f"  {p50:>10}  {p90:>6}  {top_length:>6}")
+    return lines
 
 
 def save_histogram(path: str, needed: np.ndarray, fitted: np.ndarray, budget: int) -> None:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from arena.data import Pair
 from arena.io import atomic_open
+from arena.label_head import label_logits
 from arena.prompts import Renderer
 
 
@@ -115,7 +116,7 @@ def score_ids(
             logits_to_keep=1,
             use_cache=False,
         ).logits[:, -1, :]
-        out[batch] = logits.index_select(-1, label_index).double().cpu().numpy()
+        out[batch] = label_logits(model, logits, label_index).double().cpu().numpy()
         if cache is not None:
             cache.put([seqs[i] for i in batch], out[batch])
         bar.update(len(batch))

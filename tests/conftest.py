@@ -1,5 +1,5 @@
-"""Shared fixtures: the demo data, a tiny random Llama built like a hub checkpoint, and the real tokenizers from
-../shared/tokenizers (tests that need them are skipped when that folder is absent)."""
+"""Shared fixtures: the demo data, a tiny random Llama (and a Gemma-2) built like a hub checkpoint, and the real
+tokenizers from ../shared/tokenizers (tests that need them are skipped when that folder is absent)."""
 
 import unsloth  # noqa: F401  (first, as in the scripts: it patches transformers, peft and trl on import)
 
@@ -118,6 +118,15 @@ def demo_data(tmp_path_factory) -> Path:
 def tiny_model(tmp_path_factory, demo_data) -> Path:
     out = tmp_path_factory.mktemp("tiny-model")
     check(run_script("tools/make_random_model.py", "--out", out, "--corpus", demo_data / "train.csv"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma2(tmp_path_factory, demo_data) -> Path:
+    """A tiny random Gemma-2: tied embeddings, final logit softcapping, sliding-window layers, a chat template."""
+    out = tmp_path_factory.mktemp("tiny-gemma2")
+    check(run_script("tools/make_random_model.py", "--out", out, "--preset", "tiny-gemma2",
+                     "--corpus", demo_data / "train.csv"))
     return out
 
 

@@ -135,3 +135,15 @@ def test_quality_smoke_trains_every_variant_and_reports_the_bayes_limit(tmp_path
         config = (out / "seed0" / name / "config.yaml").read_text()
         assert f"- {file}" in config and "swap_augment: true" in config and "loss: label" in config
     assert (out / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_head_benchmark_pairs_the_arms_by_seed(tiny_model, demo_data, tmp_path):
+    results = tmp_path / "label_head.json"
+    check(run_script("bench/label_head.py", "--model", tiny_model, "--seeds", "0", "--runs", tmp_path / "runs",
+                     "--results", results, "--", "--max_steps", "2", "--train_file", demo_data / "train.csv"))
+    result = json.loads(results.read_text())
+    assert [(r["arm"], r["seed"]) for r in result["runs"]] == [("base", 0), ("label_head", 0)]
+    losses = {r["arm"]: r["log_loss"] for r in result["runs"]}
+    assert result["summary"]["label_head"]["paired_diff"] == [losses["label_head"] - losses["base"]]
+    assert (tmp_path / "runs" / "label_head-s0" / "label_head.safetensors").exists()
+    assert not (tmp_path / "runs" / "base-s0" / "label_head.safetensors").exists()

@@ -74,3 +74,40 @@ def test_dry_run_with_several_files_and_skipped_rows_keeps_a_record(tiny_model, 
     assert table["rows with shortened texts"][0] >= 5
     assert table["max"][1] <= 256 < table["max"][0]
     assert sorted(p.name for p in run.iterdir()) == ["bad_rows.csv", "lengths.png"]
+
+
+def test_dry_run_counts_rows_and_tokens_per_language(tiny_model, tmp_path):
+    # 12 languages with 13 down to 2 rows, and 3 rows without one: the table shows the 10 largest, then "other"
+    names = [f"lang{k:02d}" for k in range(12)]
+    rows = [arena(f"{name}-{i}", [f"question {name} {i}"], ["answer " * (5 + k)], ["reply"]) | {"language": name}
+            for k, name in enumerate(names) for i in range(13 - k)]
+    rows += [arena(f"none-{i}", [f"question none {i}"], ["answer"], ["reply"]) | {"language": None} for i in range(3)]
+    data = write_rows(tmp_path / "train.jsonl", rows)
+    result = check(run_script("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
+                              "--train_file", data, "--dry_run", "--output_dir", tmp_path / "run"))
+    table = read_table(result.stdout)
+    assert "languages (top 10, then other)" in result.stdout
+    shown = [name for name in names[:10] if name in table]
+    assert shown == names[:10] and "lang10" not in table and "(none)" not in table
+    assert table["other"][0] == 3 + 2 + 3  # lang10, lang11 and the rows without a language
+    n = len(rows)
+    for k, name in enumerate(names[:10]):
+        count, share, p50, p90, longest = table[name]
+        assert count == 13 - k and share == round(100 * count / n, 1) and p50 <= p90 <= longest
+    assert table["lang09"][2] > table["lang00"][2]  # longer answers, more tokens
+
+
+def test_dry_run_without_a_language_column_has_no_language_table(tiny_model, tmp_path):
+    data = write_rows(tmp_path / "train.jsonl", [arena(str(i), [f"q{i}"], ["a"], ["b"]) for i in range(20)])
+    result = check(run_script("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
+                              "--train_file", data, "--dry_run", "--output_dir", tmp_path / "run"))
+    assert "languages" not in result.stdout and "rows per source" in result.stdout
+
+
+def test_chat_template_without_one_in_the_tokenizer_stops_with_one_line(tiny_model, tmp_path):
+    data = write_rows(tmp_path / "train.jsonl", [arena(str(i), [f"q{i}"], ["a"], ["b"]) for i in range(20)])
+    result = run_script("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file",
+                        data, "--chat_template", "--dry_run", "--output_dir", tmp_path / "run")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {tiny_model}: the tokenizer has no chat template, so --chat_template cannot be used")

@@ -143,6 +143,20 @@ def test_ultrafeedback_message_lists(tmp_path, suffix):
     assert pairs[2].response_a[0] == pairs[2].response_b[0] == "a1"
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_language_column_is_read_in_every_shape(tmp_path, suffix):
+    shapes = [
+        [arena("1", ["q"], ["a"], ["b"]) | {"language": "English"}, arena("2", ["q2"], ["a"], ["b"]) | {"language": None}],
+        [hh("1", [("q", None)], "a", "b") | {"language": " Русский "}, hh("2", [("q2", None)], "a", "b") | {"language": ""}],
+        [{"id": "1", "prompt": "q", "chosen": messages("q", "a"), "rejected": messages("q", "b"), "language": "中文"},
+         {"id": "2", "prompt": "q2", "chosen": messages("q2", "a"), "rejected": messages("q2", "b"), "language": None}],
+    ]
+    for k, rows in enumerate(shapes):
+        pairs = read_pairs(write_rows(tmp_path / f"shape{k}{suffix}", rows))
+        assert [p.language for p in pairs] == [["English", "Русский", "中文"][k], ""]
+    assert read_pairs(write_rows(tmp_path / f"none{suffix}", [GOOD]))[0].language == ""
+
+
 def test_pairwise_rows_are_swapped_by_a_seeded_coin_per_row_id(tmp_path):
     rows = [hh(f"r{i}", [(f"question {i}", None)], f"good {i}", f"bad {i}") for i in range(300)]
     path = write_rows(tmp_path / "hh.jsonl", rows)
@@ -254,6 +268,9 @@ ROW_CASES = {
     "an HH-RLHF transcript without turns": (
         ".jsonl", HH_GOOD, HH_GOOD | {"id": "2", "chosen": "no turns"},
         ("2", "chosen", 'no "Human: " turn found')),
+    "a language that is not text": (
+        ".jsonl", GOOD | {"language": "English"}, GOOD | {"id": "2", "language": ["en"]},
+        ("2", "language", "expected text, got list")),
     "an UltraFeedback list without a user message": (
         ".jsonl", UF_GOOD, UF_GOOD | {"id": "2", "prompt": None, "chosen": messages("q", "a")[1:]},
         ("2", "chosen", "no user message found")),

@@ -1,12 +1,14 @@
 """Prompt rendering under a token budget, with real tokenizers (Qwen2.5 and Mistral) and label tokens."""
 
+import copy
 import random
 
 import pytest
 
 from arena.data import DataError, Pair
 from arena.prompts import (
-    DEFAULT_LABELS, EMPTY_TEXT, Renderer, fit_lengths, label_token_ids, read_template, training_columns,
+    DEFAULT_LABELS, EMPTY_TEXT, Renderer, chat_wrapping, fit_lengths, label_token_ids, read_template,
+    training_columns,
 )
 
 TEMPLATE = read_template("prompts/two_conversations.txt")
@@ -26,22 +28,79 @@ def random_pair(rng: random.Random, turns: int, words: int) -> Pair:
     )
 
 
+def prompt_text(pair: Pair, template: str) -> str:
+    """The whole prompt as one text, written out the way arena/prompts.py describes it."""
+    def conversation(side, answers):
+        return "\n\n".join(f"User: {p or EMPTY_TEXT}\nBot {side}: {a or EMPTY_TEXT}" for p, a in zip(pair.prompt, answers))
+
+    return template.replace("{conversation_a}", conversation("A", pair.response_a)).replace(
+        "{conversation_b}", conversation("B", pair.response_b))
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat"])
 @pytest.mark.parametrize("name", TOKENIZERS)
-def test_rendered_prompts_never_exceed_the_budget_and_keep_the_label(shared_tokenizer, name):
+def test_rendered_prompts_never_exceed_the_budget_and_keep_the_label(shared_tokenizer, name, chat):
     tokenizer = shared_tokenizer(name)
     rng = random.Random(0)
+    ending = "### BEST RESPONSE:" + (chat_wrapping(tokenizer)[1] if chat else "")
     for max_length in (300, 700, 3072):
-        renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, max_length)
+        renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, max_length, chat)
         pairs = [random_pair(rng, rng.randint(1, 6), rng.choice([5, 60, 400])) for _ in range(40)]
         rendered = renderer.render_many(pairs)
         columns = training_columns(renderer, pairs)
         for pair, r, ids, labels in zip(pairs, rendered, columns["input_ids"], columns["labels"]):
             assert len(ids) <= max_length and ids[:-1] == r.ids
-            assert tokenizer.decode(r.ids).endswith("### BEST RESPONSE:")
+            assert tokenizer.decode(r.ids).endswith(ending)
             label = renderer.label_ids[pair.label]
             assert ids[-1] == label and labels == [-100] * len(r.ids) + [label]  # the label is never cut
         assert any(r.dropped_turns for r in rendered) or max_length == 3072
         assert any(r.shortened_texts for r in rendered) or max_length == 3072
+
+
+@pytest.mark.parametrize("template", ["prompts/two_conversations.txt", "prompts/zero_shot.txt"])
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_a_prompt_that_fits_has_the_ids_of_its_whole_text(shared_tokenizer, name, template):
+    """Texts ending in punctuation, spaces or line breaks included (Qwen merges "?\n\n" into one token). The label
+    is its first token (Mistral's " Tie" has two)."""
+    tokenizer = shared_tokenizer(name)
+    template = read_template(template)
+    rng = random.Random(1)
+    words = ["alpha", "beta.", "gamma?", "délta!", "東京。", "🙂", "x=1;", "(ok)", "end\n", "tab\tx", "  spaced", "trail "]
+    pairs = [Pair(str(k), *(tuple(" ".join(rng.choice(words) for _ in range(rng.randint(1, 9))) for _ in range(turns))
+                            for _ in range(3)), rng.randrange(3))
+             for k, turns in enumerate([1, 1, 2, 3] * 10)]
+    plain = Renderer(tokenizer, template, DEFAULT_LABELS, 3072)
+    chat = Renderer(tokenizer, template, DEFAULT_LABELS, 3072, chat_template=True)
+    for pair, ids, chat_ids in zip(pairs, training_columns(plain, pairs)["input_ids"],
+                                   training_columns(chat, pairs)["input_ids"]):
+        label = DEFAULT_LABELS[pair.label]
+        text = prompt_text(pair, template.rstrip("\n"))
+        assert ids[:-1] == tokenizer(text)["input_ids"]
+        assert ids == tokenizer(text + label)["input_ids"][: len(ids)]
+        messages = [{"role": "user", "content": prompt_text(pair, template.strip())}]
+        generation = tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+        assert chat_ids[:-1] == generation  # the label token right after the assistant's header
+        wrapped = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert chat_ids == tokenizer(wrapped + label, add_special_tokens=False)["input_ids"][: len(chat_ids)]
+
+
+def test_chat_template_tokens_count_in_the_budget(shared_tokenizer):
+    tokenizer = shared_tokenizer("qwen2.5-instruct")  # its template adds a default system message
+    pair = Pair("1", ("question " * 50,), ("answer " * 400,), ("reply " * 400,), 0)
+    plain = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 400).render(pair)
+    chat = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 400, chat_template=True).render(pair)
+    for r in (plain, chat):  # both fill the budget, label included, up to the common cap's rounding (weights 2, 1, 1)
+        assert 400 - 4 <= len(r.ids) + 1 <= 400 and r.shortened_texts == 2
+    assert chat.full_length - plain.full_length > 20  # the template's own tokens
+    assert tokenizer.decode(chat.ids).startswith("<|im_start|>system\nYou are Qwen")
+
+
+def test_chat_template_needs_one_in_the_tokenizer(shared_tokenizer):
+    tokenizer = copy.deepcopy(shared_tokenizer("qwen2.5-instruct"))
+    tokenizer.chat_template = None
+    Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072)  # plain prompts need none
+    with pytest.raises(DataError, match="the tokenizer has no chat template, so --chat_template cannot be used"):
+        Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072, chat_template=True)
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)

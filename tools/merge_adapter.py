@@ -29,7 +29,7 @@ from arena.data import DataError  # noqa: E402
 from arena.io import atomic_folder  # noqa: E402
 from arena.run import load_model  # noqa: E402
 
-RUN_FILES = ("prompt.txt", "config.yaml")  # what infer.py reads from a model folder besides the weights
+RUN_FILES = ("prompt.txt", "config.yaml", "calibration.json", "label_head.safetensors")  # infer.py reads them too
 
 
 def merge(run: str, out: str, load_in_4bit: bool | None = None, base: str | None = None) -> None:
