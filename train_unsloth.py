@@ -84,8 +84,9 @@ def train_all_folds(data_args: DataArgs, model_args: ModelArgs, score_args: Scor
         release_memory()
     if state.is_main_process:
         cv = summarize(args.output_dir, data_args.n_folds, args.seed)
+        bayes = f", Bayes limit {cv['bayes_limit']:.4f}" if "bayes_limit" in cv else ""
         state.print(f"CV over {data_args.n_folds} folds: log loss {cv['log_loss']:.4f} "
-                    f"({cv['calibration']['log_loss_after']:.4f} calibrated), accuracy {cv['accuracy']:.3f}, "
+                    f"({cv['calibration']['log_loss_after']:.4f} calibrated{bayes}), accuracy {cv['accuracy']:.3f}, "
                     f"n {cv['n']}  ({args.output_dir}/metrics.json, oof.csv)")
 
 

@@ -22,7 +22,7 @@ from arena.io import write_json
 from arena.run import Predictions, read_predictions, write_predictions
 from arena.scoring import log_loss, metrics
 
-FOLD_METRICS = ("log_loss", "accuracy", "n", "train_loss", "train_seconds")
+FOLD_METRICS = ("log_loss", "accuracy", "n", "bayes_limit", "train_loss", "train_seconds")
 
 
 def assess(run: str, read: Predictions, priors: dict[str, Prior], seed: int) -> dict:
@@ -100,6 +100,10 @@ def summarize(run: str, n_folds: int, seed: int) -> dict:
         **measure(labels, RowFlags.of_predictions(combined), combined.probs, scaled, after if has_priors else None),
     }
     result["calibration"]["after"] = "each fold cross-fitted on two halves of its rows, then pooled"
+    limits = [fold.get("bayes_limit") for fold in per_fold]
+    if None not in limits:  # demo data: every fold knows its rows' best possible log loss
+        result["bayes_limit"] = float(np.average(limits, weights=[fold["n"] for fold in per_fold]))
+        result["gap"] = result["log_loss"] - result["bayes_limit"]
     result["subgroups"] = pictures.draw(run, combined, combined.probs, after, labels)
     write_json(os.path.join(run, "metrics.json"), result)
     return result

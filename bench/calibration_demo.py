@@ -11,9 +11,9 @@ and the fold models together, combined by `prob` and by `logprob`, with their ca
 without (`--no_calibration`). Each step is the command a user runs; the figures are read from the metrics.json
 files they write.
 
-The demo's label is a rule on the answers' wording (a hedging answer loses; both or neither: tie) with 10% of the
-labels replaced by a random class, so the best possible prediction is 0.9 + 0.1/3 on the rule's outcome: its log
-loss on the same rows is reported as "Bayes".
+The demo data says each battle's true probabilities (truth.csv beside it), so train_unsloth.py and infer.py report
+the best log loss possible on the rows they score (`bayes_limit` in their metrics.json): the table's "Bayes limit"
+rows.
 """
 
 import argparse
@@ -23,15 +23,9 @@ import statistics
 import subprocess
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import ROOT  # noqa: E402
-from arena.data import read_pairs  # noqa: E402
 from arena.io import write_json  # noqa: E402
-from arena.run import read_predictions  # noqa: E402
-
-NOISE = 0.1  # make_demo_data.py's default
 
 
 def run(*args: str) -> None:
@@ -44,19 +38,6 @@ def read_json(path: str) -> dict:
         return json.load(f)
 
 
-def bayes_log_loss(path: str, ids: set[str] | None = None) -> float:
-    """Log loss of the best possible prediction on a demo file's rows (those of `ids`): P = 1 - NOISE + NOISE/3 on
-    the rule's outcome."""
-    losses = []
-    for pair in read_pairs(path):
-        if ids is not None and pair.id not in ids:
-            continue
-        hedge_a, hedge_b = (text.startswith("Sorry") for text in (pair.response_a[-1], pair.response_b[-1]))
-        outcome = 0 if hedge_b and not hedge_a else 1 if hedge_a and not hedge_b else 2
-        losses.append(-np.log(1 - NOISE + NOISE / 3 if pair.label == outcome else NOISE / 3))
-    return float(np.mean(losses))
-
-
 def one_seed(seed: int, args: argparse.Namespace, eval_file: str) -> dict:
     out = os.path.join(args.out, f"seed-{seed}")
     run("train_unsloth.py", "--config", "configs/demo.yaml", "--model", args.model, "--train_file", args.train_file,
@@ -67,6 +48,7 @@ def one_seed(seed: int, args: argparse.Namespace, eval_file: str) -> dict:
         "seed": seed,
         "cv_log_loss": cv["log_loss"],
         "cv_accuracy": cv["accuracy"],
+        "bayes_cv": cv["bayes_limit"],
         "cv_calibrated": cv["calibration"]["log_loss_after"],
         "cv_priors": cv["priors"]["log_loss_after"],
         "identical_rows": cv["priors"]["identical"]["heldout_rows"],
@@ -87,6 +69,7 @@ def one_seed(seed: int, args: argparse.Namespace, eval_file: str) -> dict:
         run("infer.py", "--adapter", *adapter_args, "--data_file", eval_file, "--output_file", pred)
         metrics = read_json(os.path.join(os.path.dirname(pred), "metrics.json"))
         record[f"eval_{name}"] = metrics["log_loss"]
+        record["bayes_eval"] = metrics["bayes_limit"]
         if "members" in metrics and name == "prob":
             record["eval_members"] = [m["log_loss"] for m in metrics["members"]]
     return record
@@ -141,9 +124,6 @@ def main() -> None:
     records = []
     for seed in args.seeds:
         record = one_seed(seed, args, eval_file)
-        record["bayes_cv"] = bayes_log_loss(
-            args.train_file, set(read_predictions(os.path.join(args.out, f"seed-{seed}", "oof.csv")).ids))
-        record["bayes_eval"] = bayes_log_loss(eval_file)
         record["eval_members_mean"] = statistics.mean(record["eval_members"])
         records.append(record)
         print(table(records), flush=True)
