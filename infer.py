@@ -16,9 +16,11 @@ adapters on that base instead (a local copy of the same model: its architecture 
 run's base_model.json before any weight is loaded). With --model alone, the template, labels, budget and calibration
 are the folder's when it has them (a merged export: tools/merge_adapter.py), and the prompt goes into the
 tokenizer's chat template when it has one (--chat_template false: the plain prompt). The output is
-`id,winner_model_a,winner_model_b,winner_tie`, written atomically; when the data has labels, metrics.json is written
-next to it and the log loss printed. With --on_bad_row skip, the skipped rows are listed in `<output>.bad_rows.csv`
-beside it (submission.csv -> submission.bad_rows.csv).
+`id,winner_model_a,winner_model_b,winner_tie`, written atomically; a run of two labels (two-way data, the WSDM Cup
+layout) writes `id,winner_model_a,winner_model_b` and, beside it, the competition's submission `id,winner` (model_a
+or model_b, the more probable) as `<output>_winner.csv` (submission.csv -> submission_winner.csv). When the data has
+labels, metrics.json is written next to it and the log loss and accuracy printed. With --on_bad_row skip, the
+skipped rows are listed in `<output>.bad_rows.csv` beside it (submission.csv -> submission.bad_rows.csv).
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers on import)
@@ -36,14 +38,15 @@ from arena.calibration import Calibration, RowFlags
 from arena.config import (
     DEFAULT_TEMPLATE, DTYPE_HELP, ZERO_SHOT_TEMPLATE, ListFlag, ScoreArgs, load_run_config, parse_settings,
 )
-from arena.data import BadRows, DataError, read_pairs
+from arena.data import BadRows, DataError, check_label_count, read_pairs
 from arena.ensemble import DEFAULT_METHOD, METHODS, add_adapters, by_base, combine, run_folders
 from arena.io import write_json
 from arena.label_head import FILE as LABEL_HEAD_FILE
 from arena.label_head import load_label_head
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
 from arena.run import (
-    add_bayes_limit, check_base, dtype_name, load_model, model_fingerprint, process_state, write_predictions,
+    add_bayes_limit, check_base, dtype_name, load_model, model_fingerprint, process_state, winners_file,
+    write_predictions, write_winners,
 )
 from arena.scoring import BatchCache, log_loss, metrics, probabilities, score_logits
 
@@ -123,6 +126,11 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
         print(f"skipped {len(bad_rows)} bad rows, listed in {record}")
     if not pairs:
         raise DataError(f"{args.data_file}: no rows left to score")
+    label_texts = [member_labels(args, run) for run in runs]
+    if len({len(x) for x in label_texts}) > 1:
+        raise DataError("the ensemble's members differ in their number of labels: "
+                        + "; ".join(f"{m}: {x!r}" for m, x in zip(members, label_texts)))
+    check_label_count(pairs, label_texts[0])
 
     folder, name = os.path.split(os.path.abspath(args.output_file))
     cache_folder = os.path.join(folder, f".{name}.cache")
@@ -143,8 +151,8 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
         for i, adapter_name in zip(group, names):
             if adapter_name is not None:
                 model.set_adapter(adapter_name)
-            member_probs[i] = score_member(model, tokenizer, members[i], runs[i], templates[i], pairs, args,
-                                           score_args, state, cache_folder, dtype)
+            member_probs[i] = score_member(model, tokenizer, members[i], runs[i], templates[i], label_texts[i], pairs,
+                                           args, score_args, state, cache_folder, dtype)
         del model, tokenizer
         release_memory()  # before the next base is loaded
     probs = combine(member_probs, args.weights, args.combine)
@@ -153,6 +161,9 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     write_predictions(args.output_file, pairs, probs)
     shutil.rmtree(cache_folder, ignore_errors=True)
     print(f"wrote {len(pairs)} predictions to {args.output_file}")
+    if probs.shape[1] == 2:  # two-way: the WSDM Cup's submission too
+        write_winners(winners_file(args.output_file), pairs, probs)
+        print(f"wrote {len(pairs)} winners (id,winner) to {winners_file(args.output_file)}")
     if all(p.label is not None for p in pairs):
         labels = np.array([p.label for p in pairs])
         result = {**metrics(probs, labels), "tta": score_args.tta, "world_size": state.num_processes,
@@ -171,6 +182,11 @@ def max_length(args: InferArgs, run: dict) -> int:
     return args.max_length or run.get("max_length") or 3072
 
 
+def member_labels(args: InferArgs, run: dict) -> list[str]:
+    """--labels, else the run's, else the default three."""
+    return list(args.labels or run.get("labels") or DEFAULT_LABELS)
+
+
 def template_file(args: InferArgs, member: str) -> str:
     """--prompt_template, else the folder's prompt.txt, else the default for a run or for zero-shot scoring."""
     saved = os.path.join(member, "prompt.txt")
@@ -179,11 +195,10 @@ def template_file(args: InferArgs, member: str) -> str:
     return saved if os.path.exists(saved) else DEFAULT_TEMPLATE if args.adapter else ZERO_SHOT_TEMPLATE
 
 
-def score_member(model, tokenizer, member: str, run: dict, template: tuple[str, str], pairs, args: InferArgs,
-                 score_args: ScoreArgs, state, cache_folder: str, dtype: str) -> np.ndarray:
+def score_member(model, tokenizer, member: str, run: dict, template: tuple[str, str], labels: list[str], pairs,
+                 args: InferArgs, score_args: ScoreArgs, state, cache_folder: str, dtype: str) -> np.ndarray:
     """One model's probabilities of the pairs: its prompt (`template`: path and text), labels, budget, chat template
     and label head, then its calibration (when its folder has them)."""
-    labels = args.labels or run.get("labels") or list(DEFAULT_LABELS)
     chat = args.chat_template
     if chat is None:  # the run's setting; a model alone: the tokenizer's chat template when it has one
         chat = run["chat_template"] if "chat_template" in run else not args.adapter and bool(tokenizer.chat_template)

@@ -1,7 +1,8 @@
 """Fine-tune a causal LM to predict which of two chatbot answers a human preferred, with unsloth QLoRA.
 
-The model reads a prompt showing both conversations and learns the next token: " A", " B" or " Tie". Only that
-label token carries loss. After training, the same model (in inference mode) scores the held-out fold.
+The model reads a prompt showing both conversations and learns the next token: " A", " B" or " Tie" (two-way data,
+the WSDM Cup layout: `--labels " A" " B"`). Only that label token carries loss. After training, the same model (in
+inference mode) scores the held-out fold.
 
     python train_unsloth.py --config configs/demo.yaml
     python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --fold 0
@@ -41,7 +42,7 @@ from transformers import AutoTokenizer
 from arena.calibration import RowFlags, learn_priors
 from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings, save_config
 from arena.crossval import assess, fold_finished, fold_folder, summarize
-from arena.data import BadRows, DataError, split_data, swap_augment
+from arena.data import BadRows, DataError, check_label_count, split_data, swap_augment
 from arena.io import atomic_open, write_json
 from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
 from arena.label_head import attach_label_head
@@ -107,6 +108,7 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
         data_args.train_file, data_args.extra_file, data_args.n_folds, data_args.fold, args.seed,
         data_args.on_bad_row, bad_rows,
     )
+    check_label_count(split.train + split.heldout, data_args.labels)  # 3 labels for three-way data, 2 for two-way
     train_pairs, soft = training_pairs(split, data_args, args.swap_augment, bad_rows)
     for name, count in split.counts.items():
         log(f"{name}: {count}")
@@ -202,7 +204,8 @@ def training_pairs(split, data_args: DataArgs, swap: bool, bad_rows: BadRows):
     swapped under --swap_augment (never the held-out fold); the counts go to split.counts."""
     pairs, soft = split.train, None
     if data_args.teacher_file:
-        pairs, soft = teacher_probs(data_args.teacher_file, pairs, data_args.on_bad_row, bad_rows)
+        pairs, soft = teacher_probs(data_args.teacher_file, pairs, data_args.on_bad_row, bad_rows,
+                                    len(data_args.labels))
         files = len(data_args.teacher_file)
         split.counts["training rows with teacher probabilities" + (f" (mean of {files} files)" if files > 1 else "")] = len(pairs)
         if data_args.on_bad_row == "skip":

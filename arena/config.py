@@ -71,7 +71,8 @@ class DataArgs:
     )
     prompt_template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "Template file in prompts/."})
     labels: list[str] = field(
-        default_factory=lambda: list(DEFAULT_LABELS), metadata={"help": "Label texts for A wins, B wins, tie."}
+        default_factory=lambda: list(DEFAULT_LABELS),
+        metadata={"help": "Label texts for A wins, B wins, tie; two for two-way data (WSDM layout): ' A' ' B'."},
     )
     chat_template: bool = field(
         default=False,

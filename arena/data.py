@@ -2,10 +2,14 @@
 
 Formats: CSV, Parquet, JSON Lines (and .json holding one array of rows). Shapes:
 - arena: `prompt`, `response_a`, `response_b` (JSON lists of turns, or native lists), optional `id` and the
-  one-hot `winner_model_a`, `winner_model_b`, `winner_tie` (Kaggle train/test, the 33k set);
+  one-hot `winner_model_a`, `winner_model_b`, `winner_tie` (Kaggle train/test, the 33k set): three classes;
+- two-way (WSDM Cup 2025): `prompt`, `response_a`, `response_b` as plain strings (one turn each), `winner` =
+  `model_a` or `model_b`: two classes. A file with a `winner` column is two-way; an unlabelled file (neither label
+  column) is two-way when its first row's `prompt` is a plain string, not a list of turns;
 - HH-RLHF: `chosen`, `rejected` transcripts with "\\n\\nHuman: " / "\\n\\nAssistant: " turns;
 - UltraFeedback: `prompt`, `chosen`, `rejected` where chosen/rejected are lists of {role, content} messages.
-Pairwise (chosen/rejected) rows are mapped to A/B by a seeded random swap; they have no ties. A `language` column,
+Pairwise (chosen/rejected) rows are mapped to A/B by a seeded random swap; they have no ties, so they join a
+three-way or a two-way run (`Pair.classes` None); one run never mixes three-way and two-way files. A `language` column,
 in any shape, is kept as `Pair.language` (the dry run counts rows and tokens per language).
 
 Bad input raises `DataError` with one line naming file, row, column and problem; with `on_bad_row="skip"` the row
@@ -28,6 +32,9 @@ LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 ARENA_COLUMNS = ("prompt", "response_a", "response_b")
 PAIRWISE_COLUMNS = ("chosen", "rejected")
 CLASS_NAMES = ("A", "B", "tie")
+WINNER_COLUMN = "winner"  # the two-way layout's label column
+WINNERS = ("model_a", "model_b")  # its values, by class
+LAYOUTS = {3: "three-way (winner_model_a, winner_model_b, winner_tie)", 2: "two-way (winner: model_a or model_b)"}
 
 
 class DataError(Exception):
@@ -48,6 +55,7 @@ class Pair:
     label: int | None = None
     source: str = ""
     language: str = ""  # the `language` column where the file has one
+    classes: int | None = None  # the file's classes: 3 (arena), 2 (two-way), None (pairwise: no ties, fits either)
 
     @property
     def one_empty(self) -> bool:
@@ -160,6 +168,13 @@ def parse_label(row: dict) -> int:
         shown = ", ".join(f"{v:g}" for v in values)
         raise ValueError(f"labels are not one-hot ({shown})")
     return values.index(1.0)
+
+
+def parse_winner(value) -> int:
+    """The two-way layout's `winner` cell -> 0 (model_a) or 1 (model_b)."""
+    if value not in WINNERS:
+        raise ValueError(f"winner {value!r} is not {' or '.join(WINNERS)}")
+    return WINNERS.index(value)
 
 
 def pad_turns(*lists: list[str]) -> tuple[tuple[str, ...], ...]:
@@ -351,15 +366,20 @@ def _parquet_table(path: str):
     return table.column_names, enumerate(rows, start=1)
 
 
-def detect_shape(path: str, columns) -> tuple[str, bool]:
-    """The file's shape ("arena", "hh-rlhf" or "ultrafeedback") and whether it has the label columns."""
+def detect_shape(path: str, columns, first_row: dict) -> tuple[str, bool]:
+    """The file's shape ("arena", "two-way", "hh-rlhf" or "ultrafeedback") and whether it has labels. An unlabelled
+    file of the arena columns is two-way when `first_row`'s prompt is a plain string rather than a list of turns."""
     columns = set(columns)
     present = [c for c in LABEL_COLUMNS if c in columns]
     if present and len(present) < len(LABEL_COLUMNS):
         missing = [c for c in LABEL_COLUMNS if c not in columns]
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found {', '.join(present)})")
     if set(ARENA_COLUMNS) <= columns:
-        return "arena", bool(present)
+        if present:
+            return "arena", True
+        if WINNER_COLUMN in columns:
+            return "two-way", True
+        return ("arena" if is_turn_list(first_row.get("prompt")) else "two-way"), False
     if set(PAIRWISE_COLUMNS) <= columns:
         return ("ultrafeedback" if "prompt" in columns else "hh-rlhf"), False
     missing = [c for c in ARENA_COLUMNS if c not in columns]
@@ -367,6 +387,14 @@ def detect_shape(path: str, columns) -> tuple[str, bool]:
         f"{path}: missing column(s) {', '.join(missing)}; expected the arena columns "
         f"{', '.join(ARENA_COLUMNS)} or the pairwise columns {', '.join(PAIRWISE_COLUMNS)}"
     )
+
+
+def is_turn_list(value) -> bool:
+    """A prompt cell of the arena layout: a native list, text that reads as a JSON list ("[..."), or empty (which
+    the arena layout then reports)."""
+    if isinstance(value, str):
+        return value.lstrip().startswith("[") or not value.strip()
+    return True
 
 
 def read_pairs(
@@ -393,7 +421,7 @@ def read_pairs(
             if isinstance(row, _BrokenRow):
                 raise RowError(path, i, "", "", row.problem)
             if shape is None:  # checked at the first readable row: a file of only broken rows has no columns
-                shape, labelled = detect_shape(path, columns)
+                shape, labelled = detect_shape(path, columns, row)
             row_id = repair_text(str(row["id"])) if row.get("id") not in (None, "") else f"{stem}-{i}"
             pair = _make_pair(path, i, row_id, row, shape, labelled, seed)
             if row.get("language") is not None:
@@ -425,7 +453,14 @@ def _make_pair(path: str, i: int, row_id: str, row: dict, shape: str, labelled: 
             column = "/".join(LABEL_COLUMNS)
             label = parse_label(row) if labelled else None
             prompt, a, b = pad_turns(*turns)
-            return Pair(row_id, prompt, a, b, label, path)
+            return Pair(row_id, prompt, a, b, label, path, classes=3)
+        if shape == "two-way":
+            texts = []
+            for column in ARENA_COLUMNS:
+                texts.append((text_or_empty(row[column], "text (one turn per cell in the two-way layout)"),))
+            column = WINNER_COLUMN
+            label = parse_winner(row[WINNER_COLUMN]) if labelled else None
+            return Pair(row_id, *texts, label, path, classes=2)
         sides = []
         if shape == "hh-rlhf":
             for column in PAIRWISE_COLUMNS:
@@ -529,6 +564,7 @@ def split_data(
     for path in train_files:
         labelled += read_labelled(path, on_bad_row, bad_rows, seed, seen_ids, counts)
     extras = [read_labelled(path, on_bad_row, bad_rows, seed, {}, counts) for path in extra_files]
+    task_classes(labelled + [p for pairs in extras for p in pairs])
     seen: set[bytes] = set()
     labelled, counts["duplicates removed"] = drop_duplicates(labelled, seen)
     fold_ids = assign_folds(labelled, n_folds, seed)
@@ -556,6 +592,33 @@ def read_labelled(
     """read_pairs for a training file: it must have labels; its row count goes to `counts`."""
     pairs = read_pairs(path, on_bad_row, bad_rows, seed, seen_ids)
     if any(p.label is None for p in pairs):
-        raise DataError(f"{path}: no label columns ({', '.join(LABEL_COLUMNS)}); a training file needs labels")
+        raise DataError(f"{path}: no label columns ({', '.join(LABEL_COLUMNS)}, or {WINNER_COLUMN}); "
+                        "a training file needs labels")
     counts[f"rows read from {path}"] = len(pairs)
     return pairs
+
+
+def task_classes(pairs: list[Pair]) -> int | None:
+    """The number of classes of the pairs' files: 3 (three-way), 2 (two-way), None when they are all pairwise
+    (no ties: they fit either). Three-way and two-way files together stop with an error naming one of each."""
+    first_of = {}
+    for pair in pairs:
+        if pair.classes is not None:
+            first_of.setdefault(pair.classes, pair.source)
+    if len(first_of) > 1:
+        raise DataError(
+            f"{first_of[2]} is a {LAYOUTS[2]} file and {first_of[3]} a {LAYOUTS[3]} file; one run takes one kind. To "
+            f"mix them, convert the three-way file to the two-way layout (a {WINNER_COLUMN} column of "
+            f"{' or '.join(WINNERS)}, its ties left out)"
+        )
+    return next(iter(first_of), None)
+
+
+def check_label_count(pairs: list[Pair], labels) -> None:
+    """The labels must be as many as the data's classes (`task_classes`): 3 for three-way files, 2 for two-way."""
+    classes = task_classes(pairs)
+    if classes is not None and classes != len(labels):
+        path = next(p.source for p in pairs if p.classes == classes)
+        example = "--labels ' A' ' B'" if classes == 2 else "--labels ' A' ' B' ' Tie'"
+        raise DataError(f"{path}: a {LAYOUTS[classes]} file needs {classes} labels, got {len(labels)} "
+                        f"({list(labels)!r}); give {example}")

@@ -86,8 +86,9 @@ def _encode(tokenizer, texts: list[str], split_special_tokens: bool = True) -> l
 
 def label_token_ids(tokenizer, labels) -> list[int]:
     """First token of each label; stops with a clear error if two labels start with the same token."""
-    if len(labels) != 3:
-        raise DataError(f"need exactly 3 labels (A wins, B wins, tie), got {list(labels)!r}")
+    if len(labels) not in (2, 3):
+        raise DataError(f"need 3 labels (A wins, B wins, tie) or 2 (A wins, B wins: two-way data), "
+                        f"got {list(labels)!r}")
     encoded = encode_pieces(tokenizer, list(labels))
     shown = ", ".join(f"{label!r} -> {tokenizer.convert_ids_to_tokens(ids)}" for label, ids in zip(labels, encoded))
     if any(not ids for ids in encoded):

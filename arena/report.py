@@ -36,7 +36,7 @@ def data_report(split: Split, renderer: Renderer, run: str) -> str:
     lines += [row(source, count) for source, count in Counter(p.source for p in pairs).items()]
     lines.append("class balance")
     classes = Counter(p.label for p in pairs)
-    lines += [row(name, classes[label]) for label, name in enumerate(CLASS_NAMES)]
+    lines += [row(name, classes[label]) for label, name in enumerate(CLASS_NAMES[: len(renderer.label_ids)])]
     lines.append("turns per row")
     lines += [row(name, int(((turns >= low) & (turns <= high)).sum())) for name, (low, high) in TURN_BUCKETS.items()]
     lines.append(f"{'tokens per row, label included':<48}{'needed':>10}  {'fitted to ' + str(renderer.max_length):>16}")

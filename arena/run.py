@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from arena.data import CLASS_NAMES, LABEL_COLUMNS, BadRows, DataError, Pair, RowError, read_table
+from arena.data import (
+    CLASS_NAMES, LABEL_COLUMNS, WINNER_COLUMN, WINNERS, BadRows, DataError, Pair, RowError, read_table,
+)
 from arena.io import atomic_open, write_json
 from arena.prompts import Rendered
 
@@ -166,14 +168,27 @@ def process_state():
 def write_predictions(
     path: str, rows: list[Pair] | list[str], probs: np.ndarray, extra: dict[str, list] | None = None
 ) -> None:
-    """`id, winner_model_a, winner_model_b, winner_tie` (the Kaggle submission), then any `extra` columns; `rows`
-    are the pairs or their ids. `read_predictions` reads it back."""
+    """`id, winner_model_a, winner_model_b, winner_tie` (the Kaggle submission; two-way: without `winner_tie`), then
+    any `extra` columns; `rows` are the pairs or their ids. `read_predictions` reads it back."""
     extra = extra or {}
     with atomic_open(path) as f:
         writer = csv.writer(f)
-        writer.writerow(["id", *LABEL_COLUMNS, *extra])
+        writer.writerow(["id", *LABEL_COLUMNS[: probs.shape[1]], *extra])
         for i, (row, p) in enumerate(zip(rows, probs)):
             writer.writerow([getattr(row, "id", row), *map(float, p), *(column[i] for column in extra.values())])
+
+
+def winners_file(path: str) -> str:
+    """Where infer.py writes the two-way submission beside the probabilities: sub.csv -> sub_winner.csv."""
+    return os.path.splitext(path)[0] + "_winner.csv"
+
+
+def write_winners(path: str, rows: list[Pair] | list[str], probs: np.ndarray) -> None:
+    """The two-way (WSDM Cup) submission: `id, winner`, the more probable of model_a and model_b."""
+    with atomic_open(path) as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", WINNER_COLUMN])
+        writer.writerows([getattr(row, "id", row), WINNERS[int(p[1] > p[0])]] for row, p in zip(rows, probs))
 
 
 def heldout_columns(pairs: list[Pair], rendered: list[Rendered], logits: np.ndarray) -> dict[str, list]:
@@ -247,14 +262,15 @@ class Predictions:
 def read_predictions(path: str, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> Predictions:
     """Reads back what `write_predictions` writes (an oof.csv, a submission; also the demo's truth.csv, and the same
     columns in Parquet or JSON Lines): ids, probabilities (each row normalised to sum to 1) and the other columns as
-    text. A row with an empty or repeated id, or probabilities that are not non-negative numbers, stops the run, or
+    text; without a `winner_tie` column the file is two-way (two probabilities a row). A row with an empty or repeated id, or probabilities that are not non-negative numbers, stops the run, or
     with `on_bad_row="skip"` is recorded in `bad_rows` and left out."""
     columns, rows = read_table(path)
-    missing = [c for c in ("id", *LABEL_COLUMNS) if c not in columns]
+    missing = [c for c in ("id", *LABEL_COLUMNS[:2]) if c not in columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; a predictions file has id, "
-                        f"{', '.join(LABEL_COLUMNS)}")
-    others = [c for c in columns if c not in ("id", *LABEL_COLUMNS)]
+                        f"{', '.join(LABEL_COLUMNS)} (two-way: without {LABEL_COLUMNS[2]})")
+    probability_columns = LABEL_COLUMNS if LABEL_COLUMNS[2] in columns else LABEL_COLUMNS[:2]
+    others = [c for c in columns if c not in ("id", *probability_columns)]
     ids, probs, text, seen = [], [], {c: [] for c in others}, {}
     for i, row in rows:
         row_id = "" if row.get("id") is None else str(row.get("id"))
@@ -265,7 +281,7 @@ def read_predictions(path: str, on_bad_row: str = "error", bad_rows: BadRows | N
                 raise RowError(path, i, "", "id", "empty id")
             if row_id in seen:
                 raise RowError(path, i, row_id, "id", f"duplicate id (first seen on row {seen[row_id]})")
-            probs.append(_probabilities(path, i, row_id, row))
+            probs.append(_probabilities(path, i, row_id, row, probability_columns))
         except RowError as e:
             if on_bad_row != "skip" or bad_rows is None:
                 raise
@@ -275,12 +291,12 @@ def read_predictions(path: str, on_bad_row: str = "error", bad_rows: BadRows | N
         ids.append(row_id)
         for c in others:
             text[c].append("" if row.get(c) is None else str(row.get(c)))
-    return Predictions(path, ids, np.array(probs).reshape(len(ids), len(LABEL_COLUMNS)), text)
+    return Predictions(path, ids, np.array(probs).reshape(len(ids), len(probability_columns)), text)
 
 
-def _probabilities(path: str, i: int, row_id: str, row: dict) -> np.ndarray:
+def _probabilities(path: str, i: int, row_id: str, row: dict, columns: tuple[str, ...]) -> np.ndarray:
     values = []
-    for column in LABEL_COLUMNS:
+    for column in columns:
         try:
             values.append(float(row[column]))
         except (KeyError, TypeError, ValueError):
@@ -288,18 +304,26 @@ def _probabilities(path: str, i: int, row_id: str, row: dict) -> np.ndarray:
         if not np.isfinite(values[-1]) or values[-1] < 0:
             raise RowError(path, i, row_id, column, f"probability {values[-1]!r} is not a non-negative number")
     if sum(values) <= 0:
-        raise RowError(path, i, row_id, "/".join(LABEL_COLUMNS), "probabilities sum to 0")
+        raise RowError(path, i, row_id, "/".join(columns), "probabilities sum to 0")
     return np.array(values) / sum(values)
 
 
 def teacher_probs(
     paths: list[str], pairs: list[Pair], on_bad_row: str = "error", bad_rows: BadRows | None = None,
+    n_labels: int = 3,
 ) -> tuple[list[Pair], list[list[float]]]:
-    """Soft labels for training pairs: the average of the teacher files' probabilities for each pair's id. A pair
-    that a file has no row for stops the run, or with `on_bad_row="skip"` is left out and recorded in `bad_rows`.
-    Returns the pairs kept and their probabilities."""
+    """Soft labels for training pairs: the average of the teacher files' probabilities for each pair's id; each file
+    must have `n_labels` probability columns (three, or two for a two-way run). A pair that a file has no row for
+    stops the run, or with `on_bad_row="skip"` is left out and recorded in `bad_rows`. Returns the pairs kept and
+    their probabilities."""
     bad_rows = BadRows() if bad_rows is None else bad_rows
-    tables = [(path, read_predictions(path, on_bad_row, bad_rows).by_id()) for path in paths]
+    tables = []
+    for path in paths:
+        read = read_predictions(path, on_bad_row, bad_rows)
+        if read.probs.shape[1] != n_labels:
+            raise DataError(f"{path}: a teacher file of {read.probs.shape[1]} probability columns for a run of "
+                            f"{n_labels} labels")
+        tables.append((path, read.by_id()))
     kept, probs = [], []
     for pair in pairs:
         missing = next((path for path, table in tables if pair.id not in table), None)
