@@ -1,6 +1,7 @@
 """What train_unsloth.py and infer.py share, one job per module:
 
-- data.py     read CSV / Parquet / JSON Lines into `Pair` records, folds grouped by prompt, clear errors
+- data.py     read CSV / Parquet / JSON Lines into `Pair` records (three-way Kaggle or two-way WSDM layout), folds
+              grouped by prompt, clear errors
 - prompts.py  render a pair into token ids under a budget (the same for training and inference), label tokens,
               optionally inside the tokenizer's chat template
 - scoring.py  length-sorted, token-budget batches; last-position label logits; swap TTA; log loss
@@ -13,6 +14,7 @@
 - losses.py   training losses (token, label-only, distillation from soft labels) and the SFTTrainer that computes them
 - config.py   settings as dataclasses (every field a command-line flag, or a key in a --config YAML file)
 - run.py      the run folder: loading a model through unsloth (dtype, offline, a local base), versions, predictions
-              written atomically and read back (oof.csv, submissions, teacher files), the demo's Bayes limit
+              written atomically and read back (oof.csv, submissions, teacher files; 3 or 2 classes), the two-way
+              id,winner submission, the demo's Bayes limit
 - io.py       atomic writes of files and folders
 """

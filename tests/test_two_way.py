@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from arena.data import DataError, Pair, check_label_count, read_pairs, split_data, swap_augment
+from arena.label_head import load_label_head
 from arena.prompts import Renderer
 from arena.run import load_model, read_predictions, teacher_probs, write_predictions
 from arena.scoring import score_pairs
@@ -128,12 +129,13 @@ def test_swaps_and_teacher_files_with_two_classes(tmp_path):
 
 @pytest.fixture(scope="module")
 def two_way_run(tiny_model, two_way_file, tmp_path_factory):
-    """A short two-label run on the two-way file: label loss, priors, TTA on the held-out fold."""
+    """A short two-label run on the two-way file: label loss, swapped pairs, a label head, priors, TTA."""
     run = tmp_path_factory.mktemp("two-way-run")
     check(run_script(
         "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file", two_way_file,
         "--labels", " A", " B", "--prompt_template", "prompts/two_way.txt", "--max_steps", "20", "--warmup_steps",
-        "5", "--per_device_train_batch_size", "8", "--loss", "label", "--degenerate_priors", "--tta", "--output_dir", run,
+        "5", "--per_device_train_batch_size", "8", "--loss", "label", "--swap_augment", "--label_head",
+        "--degenerate_priors", "--tta", "--output_dir", run,
     ))
     return run
 
@@ -158,6 +160,7 @@ def test_a_two_way_run_records_two_labels_and_scores_two_classes(two_way_run):
     assert metrics["n"] == len(oof.ids) and 0 <= metrics["accuracy"] <= 1
     assert set(metrics["priors"]) >= {"one_empty", "identical"}
     assert json.loads((two_way_run / "calibration.json").read_text())["temperature"] > 0
+    assert (two_way_run / "label_head.safetensors").exists()
 
 
 def test_infer_writes_both_layouts_and_reproduces_the_oof(two_way_run, two_way_scores):
@@ -190,6 +193,7 @@ def test_tta_with_two_labels_maps_the_swapped_probabilities_back(two_way_run, tw
 
     FastLanguageModel.for_inference(model)
     renderer = Renderer(tokenizer, (two_way_run / "prompt.txt").read_text(), config["labels"], config["max_length"])
+    load_label_head(model, str(two_way_run), renderer.label_ids, required=True)
     plain = score_pairs(model, renderer, read_pairs(str(plain_file)), 4096)
     by_hand = score_pairs(model, renderer, read_pairs(str(swapped_file)), 4096)
     tta = read_predictions(str(out)).probs
