@@ -9,8 +9,8 @@ Formats: CSV, Parquet, JSON Lines (and .json holding one array of rows). Shapes:
 - HH-RLHF: `chosen`, `rejected` transcripts with "\\n\\nHuman: " / "\\n\\nAssistant: " turns;
 - UltraFeedback: `prompt`, `chosen`, `rejected` where chosen/rejected are lists of {role, content} messages.
 Pairwise (chosen/rejected) rows are mapped to A/B by a seeded random swap; they have no ties, so they join a
-three-way or a two-way run (`Pair.classes` None); one run never mixes three-way and two-way files. A `language` column,
-in any shape, is kept as `Pair.language` (the dry run counts rows and tokens per language).
+three-way or a two-way run (`Pair.classes` None); one run never mixes three-way and two-way files. A `language`
+column, in any shape, is kept as `Pair.language` (the dry run counts rows and tokens per language).
 
 Bad input raises `DataError` with one line naming file, row, column and problem; with `on_bad_row="skip"` the row
 is skipped and recorded in `BadRows` instead, so nothing is dropped without a record. Row N is the N-th data row,

@@ -262,8 +262,9 @@ class Predictions:
 def read_predictions(path: str, on_bad_row: str = "error", bad_rows: BadRows | None = None) -> Predictions:
     """Reads back what `write_predictions` writes (an oof.csv, a submission; also the demo's truth.csv, and the same
     columns in Parquet or JSON Lines): ids, probabilities (each row normalised to sum to 1) and the other columns as
-    text; without a `winner_tie` column the file is two-way (two probabilities a row). A row with an empty or repeated id, or probabilities that are not non-negative numbers, stops the run, or
-    with `on_bad_row="skip"` is recorded in `bad_rows` and left out."""
+    text; without a `winner_tie` column the file is two-way (two probabilities a row). A row with an empty or
+    repeated id, or probabilities that are not non-negative numbers, stops the run, or with `on_bad_row="skip"` is
+    recorded in `bad_rows` and left out."""
     columns, rows = read_table(path)
     missing = [c for c in ("id", *LABEL_COLUMNS[:2]) if c not in columns]
     if missing:

@@ -74,7 +74,8 @@ def test_reads_the_two_way_layout_from_parquet_and_csv(demo_data, tmp_path):
 def test_reads_an_unlabelled_two_way_file(demo_data, tmp_path):
     rows = [{k: v for k, v in r.items() if k != "winner"} for r in two_way_rows(demo_data / "train.csv", 5)]
     rows[0]["prompt"] = 'He said "hi" twice, then: {"a": 1}'  # a plain string, never parsed as JSON
-    for path in (write_rows(tmp_path / "test.csv", rows, list(rows[0])), write_parquet(tmp_path / "test.parquet", rows)):
+    csv_file = write_rows(tmp_path / "test.csv", rows, list(rows[0]))
+    for path in (csv_file, write_parquet(tmp_path / "test.parquet", rows)):
         pairs = read_pairs(str(path))
         assert [p.label for p in pairs] == [None] * 5 and {p.classes for p in pairs} == {2}
         assert pairs[0].prompt == (rows[0]["prompt"],)
@@ -104,9 +105,10 @@ def test_the_label_count_must_match_the_data(two_way_file, demo_data):
     two_way, three_way = read_pairs(str(two_way_file)), read_pairs(str(demo_data / "train.csv"))
     check_label_count(two_way, TWO_LABELS)
     check_label_count(three_way, [" A", " B", " Tie"])
-    with pytest.raises(DataError, match=rf"^{re.escape(str(two_way_file))}: a two-way .* needs 2 labels, got 3 .*--labels ' A' ' B'$"):
+    two_way_name, three_way_name = re.escape(str(two_way_file)), re.escape(str(demo_data / "train.csv"))
+    with pytest.raises(DataError, match=rf"^{two_way_name}: a two-way .* needs 2 labels, got 3 .*--labels ' A' ' B'$"):
         check_label_count(two_way, [" A", " B", " Tie"])
-    with pytest.raises(DataError, match=rf"^{re.escape(str(demo_data / 'train.csv'))}: a three-way .* needs 3 labels, got 2"):
+    with pytest.raises(DataError, match=rf"^{three_way_name}: a three-way .* needs 3 labels, got 2"):
         check_label_count(three_way, TWO_LABELS)
 
 
