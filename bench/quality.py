@@ -14,7 +14,9 @@ Variants, each adding to the one before, all else configs/demo.yaml:
 Seed s trains with --seed s, which also draws the folds (so each seed holds out other rows, with its own Bayes
 limit) and the LoRA init and batch order. The data (data/make_demo_data.py, 3000 rows, seed 0) and the tiny model
 (tools/make_random_model.py) are built once into the output folder. All runs share one process (one import of
-unsloth); each is train_unsloth.py's main() with its own run folder.
+unsloth); each is train_unsloth.py's main() with its own run folder. A run folder that already has its
+metrics.json is reused, so a stopped benchmark continues, and seeds can run side by side (`--seeds 0 1 2` and
+`--seeds 3 4` in two processes, then all seeds once more to write the results of every run).
 """
 
 import argparse
@@ -50,8 +52,10 @@ TEACHER_OF = "label+swap"  # the run whose predictions the +distill(run) variant
 
 def build(folder: str, rows: int) -> tuple[str, str]:
     """The demo data and the tiny model (its tokenizer is trained on that data) in `folder`; returns (train.csv,
-    model folder)."""
+    model folder). Kept from an earlier start (the reused runs were trained on them)."""
     data, model = os.path.join(folder, "data"), os.path.join(folder, "model")
+    if os.path.exists(os.path.join(model, "config.json")):
+        return os.path.join(data, "train.csv"), model
     for args in (["data/make_demo_data.py", "--out", data, "--rows", str(rows), "--test_rows", "0", "--seed", "0"],
                  ["tools/make_random_model.py", "--out", model, "--corpus", os.path.join(data, "train.csv")]):
         subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -63,6 +67,15 @@ def train(argv: list[str]) -> dict:
     train_unsloth.main(*parser.parse_args_and_config(argv))
     run = argv[argv.index("--output_dir") + 1]
     with open(os.path.join(run, "metrics.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def finished(run: str) -> dict | None:
+    """The metrics of a run folder already trained (a stopped benchmark, or seeds run side by side), else None."""
+    path = os.path.join(run, "metrics.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -146,14 +159,16 @@ def main() -> None:
         for name in args.variants:
             run = os.path.join(args.out, f"seed{seed}", name)
             flags = [f.format(teacher=teacher, truth=truth) for f in VARIANTS[name]]
-            metrics = train(["--config", CONFIG, "--model", model, "--train_file", data, "--seed",
-                             str(seed), "--output_dir", run, *steps, *flags, *args.extra])
+            metrics = finished(run) or train(["--config", CONFIG, "--model", model, "--train_file", data, "--seed",
+                                              str(seed), "--output_dir", run, *steps, *flags, *args.extra])
             per_seed[name].append({"seed": seed, **{k: metrics[k] for k in
                                    ("log_loss", "bayes_limit", "gap", "accuracy", "n", "train_loss", "train_seconds")}})
             print(f"quality: seed {seed} {name}: log loss {metrics['log_loss']:.4f} (Bayes limit "
                   f"{metrics['bayes_limit']:.4f}, gap {metrics['gap']:.4f})", flush=True)
             if name == TEACHER_OF:
-                teacher = teacher_predictions(run, data, os.path.join(run, "teacher", "train_predictions.csv"))
+                teacher = os.path.join(run, "teacher", "train_predictions.csv")
+                if not os.path.exists(teacher):
+                    teacher_predictions(run, data, teacher)
     result = {
         "device": "cpu", "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "smoke": args.smoke,
         "seeds": args.seeds, "steps": max_steps, "rows": args.rows, "config": CONFIG, "extra_flags": args.extra,

@@ -18,7 +18,9 @@ from conftest import check, run_script
 def small_file(demo_data, tmp_path_factory):
     with open(demo_data / "train.csv", newline="") as f:
         lines = f.read().splitlines(keepends=True)
-    path = tmp_path_factory.mktemp("small") / "small.csv"
+    folder = tmp_path_factory.mktemp("small")
+    (folder / "truth.csv").write_bytes((demo_data / "truth.csv").read_bytes())  # the demo's true probabilities
+    path = folder / "small.csv"
     path.write_text("".join(lines[:161]))
     return path
 
@@ -41,6 +43,11 @@ def test_fold_all_covers_every_row_once_and_skips_finished_folds(tiny_model, sma
         fold = json.loads((run / f"fold-{k}" / "metrics.json").read_text())
         assert metrics["folds"][k]["log_loss"] == fold["log_loss"]
         assert fold["calibration"]["log_loss_after"] == pytest.approx(metrics["folds"][k]["log_loss_after"])
+    # the Bayes limit of all rows: the folds' own, weighted by their rows
+    limits = [(json.loads((run / f"fold-{k}" / "metrics.json").read_text())["bayes_limit"], metrics["folds"][k]["n"])
+              for k in (0, 1)]
+    assert metrics["bayes_limit"] == pytest.approx(sum(b * n for b, n in limits) / metrics["n"], abs=1e-12)
+    assert f"Bayes limit {metrics['bayes_limit']:.4f}" in first.stdout
     assert {row["group"] for row in metrics["subgroups"]} >= {"1 turn", "2+ turns", "one_empty", "identical"}
     for name in ("reliability.png", "confusion.png", "subgroups.png"):
         assert (run / name).exists(), name

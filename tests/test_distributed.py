@@ -20,7 +20,10 @@ from trace_files import read_trace
 # process draws its own batches: a valid run, but another trajectory, and this tiny model's learning curve is
 # too steep for a tolerance that would still catch a bug.)
 LOG_LOSS_TOLERANCE = 1e-3
-SHORT_RUN = ["--config", "configs/demo.yaml", "--max_steps", "60", "--per_device_train_batch_size", "16"]
+# logging_steps divides max_steps: the trainer gathers the loss across processes at each logging step, but adds
+# the steps after the last one from the main process's share of the batch alone (transformers' _finalize_training)
+SHORT_RUN = ["--config", "configs/demo.yaml", "--max_steps", "60", "--per_device_train_batch_size", "16",
+             "--logging_steps", "20"]
 
 
 def free_port() -> int:

@@ -92,7 +92,7 @@ def test_infer_with_tta_averages_the_swapped_scores(trained_run, plain_scores, t
     data = write_rows(tmp_path / "unlabelled.csv", originals, [c for c in header if c not in LABEL_COLUMNS])
     out = tmp_path / "submission.csv"
     result = check(run_script("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out,
-                              "--tta", "--on_bad_row", "skip"))
+                              "--tta", "--on_bad_row", "skip", "--no_calibration"))
     tta, _ = read_predictions(out)
     assert list(tta) == [r["id"] for r in originals]
     for row_id, probs in tta.items():
@@ -163,7 +163,8 @@ def test_oof_lists_each_rows_label_and_flags(custom_run):
     run, data = custom_run
     source = {r["id"]: r for r in read_rows(data)[0]}
     oof, header = read_rows(run / "oof.csv")
-    assert header == ["id", *LABEL_COLUMNS, "label", "one_empty", "identical"]
+    assert header[:7] == ["id", *LABEL_COLUMNS, "label", "one_empty", "identical"]
+    assert header[-3:] == ["logit_A", "logit_B", "logit_tie"]  # kept for calibration
     for r in oof:
         row = source[r["id"]]
         a, b = json.loads(row["response_a"]), json.loads(row["response_b"])
@@ -191,10 +192,10 @@ def test_infer_takes_a_template_labels_and_budget_of_its_own(tiny_model, inferen
     np.testing.assert_allclose(np.stack([predictions[p.id] for p in pairs]), expected, atol=1e-5)
 
 
-def test_a_missing_prompt_template_is_an_error_not_the_default(tmp_path):
+def test_a_missing_prompt_template_is_an_error_not_the_default(trained_run, tmp_path):
     from infer import InferArgs, main
 
     missing = tmp_path / "missing.txt"
-    args = InferArgs(adapter=str(tmp_path), prompt_template=str(missing), data_file=str(tmp_path / "data.csv"))
+    args = InferArgs(adapter=[str(trained_run)], prompt_template=str(missing), data_file=str(tmp_path / "data.csv"))
     with pytest.raises(DataError, match=f"^{missing}: cannot read the prompt template"):
         main(args, ScoreArgs())

@@ -76,9 +76,9 @@ def test_blend_tool_matches_rows_by_id(tmp_path):
     assert f"weights {weights[0]:.3f}, {weights[1]:.3f}" in result.stdout
     blended = read_predictions(out)
     assert blended.ids == ids
-    np.testing.assert_allclose(blended.probs, weights[0] * first + weights[1] * second, atol=1e-6)
+    np.testing.assert_allclose(blended.probs, combine([first, second], weights), atol=1e-6)  # the default method
     check(blend("--predictions", tmp_path / "sub1.csv", tmp_path / "sub2.csv", "--weights", "1", "1",
-                "--output_file", out))
+                "--method", "prob", "--output_file", out))
     np.testing.assert_allclose(read_predictions(out).probs, (first + second) / 2, atol=1e-12)
 
 

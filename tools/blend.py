@@ -7,9 +7,9 @@ predictions.
     # given weights, no fitting
     python tools/blend.py --predictions a/submission.csv b/submission.csv --weights 0.7 0.3 --output_file blend.csv
 
---method prob (default) takes the weighted mean of the probabilities, logprob that of the log-probabilities
-(arena/ensemble.py). Give the --oof files in the same order as the --predictions files. The output is a submission
-(`id,winner_model_a,winner_model_b,winner_tie`) in the first file's row order, written atomically.
+--method logprob (default) takes the weighted mean of the log-probabilities (renormalised), prob that of the
+probabilities (arena/ensemble.py). Give the --oof files in the same order as the --predictions files. The output
+is a submission (`id,winner_model_a,winner_model_b,winner_tie`) in the first file's row order, written atomically.
 """
 
 import argparse
