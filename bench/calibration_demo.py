@@ -2,7 +2,7 @@
 docs/BENCHMARKS.md, "Calibration, priors and ensembles (demo, CPU)".
 
     python bench/calibration_demo.py                  # seeds 0 1 2: a 5-fold CV each, then the evaluation set
-    python bench/calibration_demo.py --seeds 0 --n_folds 2 --max_steps 10 --eval_rows 100 --out /tmp/cv   # smoke
+    python bench/calibration_demo.py --seeds 0 --n_folds 2 --max_steps 10 --eval_rows 100 --out runs/cv-smoke  # smoke
 
 For each seed: `train_unsloth.py --config configs/demo.yaml --fold all --degenerate_priors --seed S` into
 OUT/seed-S/ (the fold split, the LoRA init and the data order change with the seed), then `infer.py` on a
@@ -17,14 +17,13 @@ rows.
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import ROOT  # noqa: E402
+from bench.common import ROOT, read_json  # noqa: E402
 from arena.io import write_json  # noqa: E402
 
 
@@ -33,17 +32,12 @@ def run(*args: str) -> None:
     subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
-def read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def one_seed(seed: int, args: argparse.Namespace, eval_file: str) -> dict:
     out = os.path.join(args.out, f"seed-{seed}")
     run("train_unsloth.py", "--config", "configs/demo.yaml", "--model", args.model, "--train_file", args.train_file,
         "--fold", "all", "--n_folds", str(args.n_folds), "--max_steps", str(args.max_steps), "--seed", str(seed),
         "--degenerate_priors", "--output_dir", out)
-    cv = read_json(os.path.join(out, "metrics.json"))
+    cv = read_json(os.path.join(out, "metrics.json"), None)  # run() checked the command
     record = {
         "seed": seed,
         "cv_log_loss": cv["log_loss"],
@@ -67,7 +61,7 @@ def one_seed(seed: int, args: argparse.Namespace, eval_file: str) -> dict:
     for name, adapter_args in scored.items():
         pred = os.path.join(out, f"eval-{name}", "predictions.csv")
         run("infer.py", "--adapter", *adapter_args, "--data_file", eval_file, "--output_file", pred)
-        metrics = read_json(os.path.join(os.path.dirname(pred), "metrics.json"))
+        metrics = read_json(os.path.join(os.path.dirname(pred), "metrics.json"), None)
         record[f"eval_{name}"] = metrics["log_loss"]
         record["bayes_eval"] = metrics["bayes_limit"]
         if "members" in metrics and name == "prob":

@@ -37,7 +37,7 @@ from trl import TrlParser  # noqa: E402
 
 from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig  # noqa: E402
 from arena.io import atomic_open, write_json  # noqa: E402
-from bench.common import ROOT  # noqa: E402
+from bench.common import ROOT, read_json  # noqa: E402
 
 VARIANTS = {
     "token": [],
@@ -72,11 +72,7 @@ def train(argv: list[str]) -> dict:
 
 def finished(run: str) -> dict | None:
     """The metrics of a run folder already trained (a stopped benchmark, or seeds run side by side), else None."""
-    path = os.path.join(run, "metrics.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return read_json(os.path.join(run, "metrics.json"), None)
 
 
 def teacher_predictions(run: str, data: str, out: str) -> str:
