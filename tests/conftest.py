@@ -1,19 +1,23 @@
-"""Shared fixtures: the demo data, a tiny random Llama (and a Gemma-2) built like a hub checkpoint, and the real
-tokenizers from ../shared/tokenizers (tests that need them are skipped when that folder is absent)."""
+"""Shared fixtures: the demo data, a tiny random Llama (and a Gemma-2) built like a hub checkpoint, one training run
+of the demo recipe, and two tokenizers built here (tests/local_tokenizers.py); nothing comes from outside the
+repository. `run_cli` runs a script in this process (its imports paid once per session), `run_script` as a real
+subprocess: the latter is kept for what needs one (an entry point run as a user runs it, a launcher, a kill, an
+environment variable read at import)."""
 
 import unsloth  # noqa: F401  (first, as in the scripts: it patches transformers, peft and trl on import)
 
 import csv
+import io
 import os
+import runpy
 import subprocess
 import sys
-import tarfile
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_TOKENIZERS = ROOT.parent / "shared" / "tokenizers"
 sys.path.insert(0, str(ROOT))
 
 
@@ -29,6 +33,30 @@ def run_script(*args, timeout=None, env=None, unset=()):
         [sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout or SCRIPT_TIMEOUT,
         env={**environment, **(env or {})},
     )
+
+
+def run_cli(*args):
+    """Runs a project script in this process as `python SCRIPT ARGS` would from the project root (runpy, sys.argv):
+    the same code path as run_script at a fraction of the cost, since torch, transformers and unsloth are imported
+    once per session. Returns a CompletedProcess with the exit code and what the script printed; an exception the
+    script does not handle propagates (a traceback is a bug)."""
+    script, *rest = map(str, args)
+    out, err = io.StringIO(), io.StringIO()
+    argv, cwd, code = sys.argv, os.getcwd(), 0
+    try:
+        sys.argv = [script, *rest]
+        os.chdir(ROOT)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                runpy.run_path(str(ROOT / script), run_name="__main__")
+            except SystemExit as e:
+                if isinstance(e.code, str):  # sys.exit("error: ..."): Python prints it and exits with 1
+                    print(e.code, file=sys.stderr)
+                code = e.code if isinstance(e.code, int) else 1 if e.code is not None else 0
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+    return subprocess.CompletedProcess([script, *rest], code, out.getvalue(), err.getvalue())
 
 
 def same_result_tolerance(dtype) -> float:
@@ -87,21 +115,15 @@ def check(result):
 
 
 @pytest.fixture(scope="session")
-def shared_tokenizer(tmp_path_factory):
-    """Loads a real tokenizer by archive name, e.g. shared_tokenizer("qwen2.5-instruct")."""
-    from transformers import AutoTokenizer
+def local_tokenizer():
+    """A tokenizer of tests/local_tokenizers.py by name ("chatml", "sentencepiece"), built once per session."""
+    from local_tokenizers import BUILDERS
 
-    folder = tmp_path_factory.mktemp("tokenizers")
     cache = {}
 
     def load(name):
         if name not in cache:
-            archive = SHARED_TOKENIZERS / f"{name}.tar.xz"
-            if not archive.exists():
-                pytest.skip(f"{archive} not found (../shared is not beside this checkout)")
-            with tarfile.open(archive) as tar:
-                tar.extractall(folder, filter="data")
-            cache[name] = AutoTokenizer.from_pretrained(folder / name)
+            cache[name] = BUILDERS[name]()
         return cache[name]
 
     return load

@@ -98,12 +98,12 @@ def test_lone_surrogates_are_repaired_in_every_text_format(tmp_path):
     assert read_pairs(str(tmp_path / "escaped.csv"))[0].response_a == ("😀 pair",)
 
 
-def test_null_and_empty_turns_render_as_one_marker_and_unequal_turns_are_padded(tmp_path, shared_tokenizer):
+def test_null_and_empty_turns_render_as_one_marker_and_unequal_turns_are_padded(tmp_path, local_tokenizer):
     rows = [arena("1", ["q", "q2"], [None, "a2"], ["b1"]), arena("2", ["q", "q2"], ["", "a2"], ["b1", ""])]
     nulls, empties = read_pairs(write_rows(tmp_path / "train.jsonl", rows))
     assert nulls.response_a == empties.response_a == ("", "a2")
     assert nulls.response_b == empties.response_b == ("b1", "")  # the missing turn is padded
-    renderer = Renderer(shared_tokenizer("qwen2.5-instruct"), read_template("prompts/two_conversations.txt"))
+    renderer = Renderer(local_tokenizer("chatml"), read_template("prompts/two_conversations.txt"))
     first, second = renderer.render_many([nulls, empties])
     assert first.ids == second.ids and first.turns == 2
     assert renderer.tokenizer.decode(first.ids).count(EMPTY_TEXT) == 2  # A's first turn, B's second

@@ -8,14 +8,14 @@ import pytest
 from arena.data import Pair
 from arena import prompts
 from arena.prompts import CHARS_PER_TOKEN_CAP, DEFAULT_LABELS, Renderer, read_template
-from conftest import check, run_script
+from conftest import check, run_cli
 
 TEXTS = ["a plain sentence.", " leading space", "<|im_end|> special-token text </s> <s> [INST]", "東京 😀 \ufffd",
          "\n\n  indented\tcode()", "", " " * 40, "word " * 3000]
 
 
-def test_a_huge_answer_hands_the_tokenizer_no_more_than_a_capped_text(shared_tokenizer, monkeypatch):
-    tokenizer = shared_tokenizer("qwen2.5-instruct")
+def test_a_huge_answer_hands_the_tokenizer_no_more_than_a_capped_text(local_tokenizer, monkeypatch):
+    tokenizer = local_tokenizer("chatml")
     renderer = Renderer(tokenizer, read_template("prompts/two_conversations.txt"), DEFAULT_LABELS, 3072)
     handed = []
     encode = prompts._encode
@@ -38,9 +38,9 @@ def test_a_huge_answer_hands_the_tokenizer_no_more_than_a_capped_text(shared_tok
     assert chars[2_000_000] == chars[200_000]
 
 
-@pytest.mark.parametrize("name", ["qwen2.5-instruct", "mistral-7b-instruct-v0.3"])
-def test_direct_fast_tokenizer_path_gives_the_tokenizers_own_ids(shared_tokenizer, name):
-    tokenizer = shared_tokenizer(name)
+@pytest.mark.parametrize("name", ["chatml", "sentencepiece"])
+def test_direct_fast_tokenizer_path_gives_the_tokenizers_own_ids(local_tokenizer, name):
+    tokenizer = local_tokenizer(name)
     expected = tokenizer(TEXTS, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     tokenizer.backend_tokenizer.encode_special_tokens = False
     assert prompts._encode(tokenizer, TEXTS) == expected
@@ -48,8 +48,10 @@ def test_direct_fast_tokenizer_path_gives_the_tokenizers_own_ids(shared_tokenize
     assert tokenizer(TEXTS[2], add_special_tokens=False)["input_ids"] != expected[2]  # the texts hold special tokens
 
 
-def test_prepare_benchmark_smoke(tmp_path):
-    result = check(run_script("bench/prepare_data.py", "--smoke", "--output", tmp_path / "unused.json"))
+def test_prepare_benchmark_smoke(local_tokenizer, tmp_path):
+    local_tokenizer("chatml").save_pretrained(tmp_path / "tokenizer")
+    result = check(run_cli("bench/prepare_data.py", "--smoke", "--tokenizer", tmp_path / "tokenizer",
+                           "--output", tmp_path / "unused.json"))
     figures = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert figures["rows"] == 500 and figures["render"]["tokens"] > 500 * 100
     assert figures["read"]["rows_per_s"] > 0 and figures["render"]["rows_per_s"] > 0

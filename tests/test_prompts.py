@@ -1,4 +1,5 @@
-"""Prompt rendering under a token budget, with real tokenizers (Qwen2.5 and Mistral) and label tokens."""
+"""Prompt rendering under a token budget, with two tokenizers built like the real families (tests/local_tokenizers.py:
+byte-level ChatML like Qwen2.5 and SmolLM2, sentencepiece-like with BOS like Mistral) and label tokens."""
 
 import copy
 import random
@@ -12,7 +13,7 @@ from arena.prompts import (
 )
 
 TEMPLATE = read_template("prompts/two_conversations.txt")
-TOKENIZERS = ["qwen2.5-instruct", "mistral-7b-instruct-v0.3"]
+TOKENIZERS = ["chatml", "sentencepiece"]
 
 
 def random_pair(rng: random.Random, turns: int, words: int) -> Pair:
@@ -39,8 +40,8 @@ def prompt_text(pair: Pair, template: str) -> str:
 
 @pytest.mark.parametrize("chat", [False, True], ids=["plain", "chat"])
 @pytest.mark.parametrize("name", TOKENIZERS)
-def test_rendered_prompts_never_exceed_the_budget_and_keep_the_label(shared_tokenizer, name, chat):
-    tokenizer = shared_tokenizer(name)
+def test_rendered_prompts_never_exceed_the_budget_and_keep_the_label(local_tokenizer, name, chat):
+    tokenizer = local_tokenizer(name)
     rng = random.Random(0)
     ending = "### BEST RESPONSE:" + (chat_wrapping(tokenizer)[1] if chat else "")
     for max_length in (300, 700, 3072):
@@ -59,10 +60,10 @@ def test_rendered_prompts_never_exceed_the_budget_and_keep_the_label(shared_toke
 
 @pytest.mark.parametrize("template", ["prompts/two_conversations.txt", "prompts/zero_shot.txt"])
 @pytest.mark.parametrize("name", TOKENIZERS)
-def test_a_prompt_that_fits_has_the_ids_of_its_whole_text(shared_tokenizer, name, template):
-    """Texts ending in punctuation, spaces or line breaks included (Qwen merges "?\n\n" into one token). The label
-    is its first token (Mistral's " Tie" has two)."""
-    tokenizer = shared_tokenizer(name)
+def test_a_prompt_that_fits_has_the_ids_of_its_whole_text(local_tokenizer, name, template):
+    """Texts ending in punctuation, spaces or line breaks included (byte-level BPEs merge "?\n\n" into one token). The label
+    is its first token (the sentencepiece one's " Tie" has two, as Mistral's)."""
+    tokenizer = local_tokenizer(name)
     template = read_template(template)
     rng = random.Random(1)
     words = ["alpha", "beta.", "gamma?", "délta!", "東京。", "🙂", "x=1;", "(ok)", "end\n", "tab\tx", "  spaced", "trail "]
@@ -84,19 +85,19 @@ def test_a_prompt_that_fits_has_the_ids_of_its_whole_text(shared_tokenizer, name
         assert chat_ids == tokenizer(wrapped + label, add_special_tokens=False)["input_ids"][: len(chat_ids)]
 
 
-def test_chat_template_tokens_count_in_the_budget(shared_tokenizer):
-    tokenizer = shared_tokenizer("qwen2.5-instruct")  # its template adds a default system message
+def test_chat_template_tokens_count_in_the_budget(local_tokenizer):
+    tokenizer = local_tokenizer("chatml")  # its template adds a default system message
     pair = Pair("1", ("question " * 50,), ("answer " * 400,), ("reply " * 400,), 0)
     plain = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 400).render(pair)
     chat = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 400, chat_template=True).render(pair)
     for r in (plain, chat):  # both fill the budget, label included, up to the common cap's rounding (weights 2, 1, 1)
         assert 400 - 4 <= len(r.ids) + 1 <= 400 and r.shortened_texts == 2
     assert chat.full_length - plain.full_length > 20  # the template's own tokens
-    assert tokenizer.decode(chat.ids).startswith("<|im_start|>system\nYou are Qwen")
+    assert tokenizer.decode(chat.ids).startswith("<|im_start|>system\nYou are a helpful assistant.")
 
 
-def test_chat_template_needs_one_in_the_tokenizer(shared_tokenizer):
-    tokenizer = copy.deepcopy(shared_tokenizer("qwen2.5-instruct"))
+def test_chat_template_needs_one_in_the_tokenizer(local_tokenizer):
+    tokenizer = copy.deepcopy(local_tokenizer("chatml"))
     tokenizer.chat_template = None
     Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072)  # plain prompts need none
     with pytest.raises(DataError, match="the tokenizer has no chat template, so --chat_template cannot be used"):
@@ -104,8 +105,8 @@ def test_chat_template_needs_one_in_the_tokenizer(shared_tokenizer):
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
-def test_earliest_turns_are_dropped_first_from_both_conversations(shared_tokenizer, name):
-    tokenizer = shared_tokenizer(name)
+def test_earliest_turns_are_dropped_first_from_both_conversations(local_tokenizer, name):
+    tokenizer = local_tokenizer(name)
     pair = Pair(
         "1",
         tuple(f"question number {t} " + "word " * 30 for t in range(5)),
@@ -127,8 +128,8 @@ def test_earliest_turns_are_dropped_first_from_both_conversations(shared_tokeniz
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
-def test_a_single_long_turn_is_shortened_from_its_end(shared_tokenizer, name):
-    tokenizer = shared_tokenizer(name)
+def test_a_single_long_turn_is_shortened_from_its_end(local_tokenizer, name):
+    tokenizer = local_tokenizer(name)
     pair = Pair("1", ("short question",), ("START-A " + "lorem ipsum " * 3000,), ("short answer",), 1)
     renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 512)
     r = renderer.render(pair)
@@ -143,34 +144,37 @@ def test_fit_lengths_cuts_the_longest_texts_to_a_common_cap():
     assert lengths[0] == 10 and lengths[1] == lengths[2] and 2 * 10 + 2 * lengths[1] <= 300 < 2 * 10 + 2 * (lengths[1] + 1)
 
 
-def test_a_huge_text_costs_no_more_than_a_budget_sized_one(shared_tokenizer):
-    tokenizer = shared_tokenizer("qwen2.5-instruct")
+def test_a_huge_text_costs_no_more_than_a_budget_sized_one(local_tokenizer):
+    tokenizer = local_tokenizer("chatml")
     renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072)
     huge = renderer.render(Pair("1", ("q",), ("word " * 40_000,), ("b",), 0))  # 200,000 characters
     assert len(huge.ids) + 1 <= 3072 and huge.shortened_texts == 1
 
 
-def test_empty_and_null_turns_render_as_one_marker(shared_tokenizer):
-    tokenizer = shared_tokenizer("qwen2.5-instruct")
+def test_empty_and_null_turns_render_as_one_marker(local_tokenizer):
+    tokenizer = local_tokenizer("chatml")
     renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072)
     text = tokenizer.decode(renderer.render(Pair("1", ("", "q2"), ("", "a2"), ("b1", ""), 0)).ids)
     assert text.count(EMPTY_TEXT) == 4  # prompt turn 1 twice, A turn 1, B turn 2
 
 
-def test_special_token_text_inside_an_answer_stays_text(shared_tokenizer):
-    tokenizer = shared_tokenizer("qwen2.5-instruct")
+def test_special_token_text_inside_an_answer_stays_text(local_tokenizer):
+    tokenizer = local_tokenizer("chatml")
     renderer = Renderer(tokenizer, TEMPLATE, DEFAULT_LABELS, 3072)
     ids = renderer.render(Pair("1", ("q",), ("<|im_end|> hi",), ("b",), 0)).ids
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") not in ids
 
 
-def test_label_tokens_qwen_are_single_tokens(shared_tokenizer):
-    tokenizer = shared_tokenizer("qwen2.5-instruct")
-    assert label_token_ids(tokenizer, DEFAULT_LABELS) == [362, 425, 58725]
+def test_label_tokens_of_a_byte_level_tokenizer_are_single_tokens(local_tokenizer):
+    tokenizer = local_tokenizer("chatml")
+    single = [tokenizer(label, add_special_tokens=False)["input_ids"] for label in DEFAULT_LABELS]
+    assert [len(ids) for ids in single] == [1, 1, 1]
+    assert label_token_ids(tokenizer, DEFAULT_LABELS) == [ids[0] for ids in single]
+    assert tokenizer.convert_ids_to_tokens(label_token_ids(tokenizer, DEFAULT_LABELS)) == ["ĠA", "ĠB", "ĠTie"]
 
 
-def test_mistral_two_token_tie_trains_and_scores_on_its_first_token(shared_tokenizer):
-    tokenizer = shared_tokenizer("mistral-7b-instruct-v0.3")
+def test_a_two_token_tie_trains_and_scores_on_its_first_token(local_tokenizer):
+    tokenizer = local_tokenizer("sentencepiece")
     tie = tokenizer(" Tie", add_special_tokens=False)["input_ids"]
     assert len(tie) == 2
     ids = label_token_ids(tokenizer, DEFAULT_LABELS)
@@ -178,14 +182,14 @@ def test_mistral_two_token_tie_trains_and_scores_on_its_first_token(shared_token
     assert tokenizer.convert_ids_to_tokens(ids) == ["▁A", "▁B", "▁T"]
 
 
-def test_labels_whose_first_tokens_collide_stop_with_the_tokens_shown(shared_tokenizer):
-    tokenizer = shared_tokenizer("mistral-7b-instruct-v0.3")
+def test_labels_whose_first_tokens_collide_stop_with_the_tokens_shown(local_tokenizer):
+    tokenizer = local_tokenizer("sentencepiece")
     with pytest.raises(DataError, match=r"not distinct.*' Tie' -> \['▁T', 'ie'\].*' Tiny' -> \['▁T"):
         label_token_ids(tokenizer, [" A", " Tie", " Tiny"])
 
 
-def test_template_must_have_both_conversations(shared_tokenizer):
-    tokenizer = shared_tokenizer("qwen2.5-instruct")
+def test_template_must_have_both_conversations(local_tokenizer):
+    tokenizer = local_tokenizer("chatml")
     with pytest.raises(DataError, match="conversation_b"):
         Renderer(tokenizer, "only {conversation_a} here", DEFAULT_LABELS, 3072)
     with pytest.raises(DataError, match="too small"):
