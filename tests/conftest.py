@@ -132,14 +132,14 @@ def local_tokenizer():
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo-data")
-    check(run_script("data/make_demo_data.py", "--out", out, "--rows", "1500", "--test_rows", "60", "--seed", "1"))
+    check(run_cli("data/make_demo_data.py", "--out", out, "--rows", "1500", "--test_rows", "60", "--seed", "1"))
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, demo_data) -> Path:
     out = tmp_path_factory.mktemp("tiny-model")
-    check(run_script("tools/make_random_model.py", "--out", out, "--corpus", demo_data / "train.csv"))
+    check(run_cli("tools/make_random_model.py", "--out", out, "--corpus", demo_data / "train.csv"))
     return out
 
 
@@ -147,7 +147,7 @@ def tiny_model(tmp_path_factory, demo_data) -> Path:
 def tiny_gemma2(tmp_path_factory, demo_data) -> Path:
     """A tiny random Gemma-2: tied embeddings, final logit softcapping, sliding-window layers, a chat template."""
     out = tmp_path_factory.mktemp("tiny-gemma2")
-    check(run_script("tools/make_random_model.py", "--out", out, "--preset", "tiny-gemma2",
+    check(run_cli("tools/make_random_model.py", "--out", out, "--preset", "tiny-gemma2",
                      "--corpus", demo_data / "train.csv"))
     return out
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.train_speed import longest_fitting
-from conftest import check, run_script
+from conftest import check, run_cli, run_script
 
 PATHS = ("unsloth", "baseline")
 
@@ -51,13 +51,13 @@ def test_train_smoke_finds_the_longest_row(train_smoke):
 
 def test_plot_reads_the_training_results(train_smoke):
     png = train_smoke / "train.png"
-    check(run_script("bench/plot_train.py", "--results", train_smoke / "train.json", "--out", png))
+    check(run_cli("bench/plot_train.py", "--results", train_smoke / "train.json", "--out", png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_infer_smoke_naive_and_ours_agree(tiny_model, tmp_path):
     out = tmp_path / "infer.json"
-    check(run_script("bench/infer_speed.py", "--cpu_smoke", "--model", tiny_model, "--results", out))
+    check(run_cli("bench/infer_speed.py", "--cpu_smoke", "--model", tiny_model, "--results", out))
     result = json.loads(out.read_text())
     assert result["device"].startswith("cpu")
     assert result["naive_pairs_per_s"] > 0 and result["ours_pairs_per_s"] > 0 and result["speedup"] > 0
@@ -105,7 +105,7 @@ def test_longest_fitting_stops_at_the_cap_the_start_and_the_deadline():
 
 def test_adapter_dtype_benchmark_runs_both_modes_on_the_same_data(tiny_model, demo_data, tmp_path):
     out = tmp_path / "dtype.json"
-    check(run_script("bench/adapter_dtype.py", "--steps", "2", "--repeats", "1", "--model", tiny_model,
+    check(run_cli("bench/adapter_dtype.py", "--steps", "2", "--repeats", "1", "--model", tiny_model,
                      "--train_file", demo_data / "train.csv", "--results", out))
     result = json.loads(out.read_text())
     assert set(result["median_seconds"]) == {"bf16", "float32"}
@@ -118,7 +118,7 @@ def test_adapter_dtype_benchmark_runs_both_modes_on_the_same_data(tiny_model, de
 
 def test_quality_smoke_trains_every_variant_and_reports_the_bayes_limit(tmp_path):
     out = tmp_path / "quality"
-    check(run_script("bench/quality.py", "--smoke", "--out", out, "--results", out / "quality.json",
+    check(run_cli("bench/quality.py", "--smoke", "--out", out, "--results", out / "quality.json",
                      "--plot", out / "quality.png"))
     result = json.loads((out / "quality.json").read_text())
     assert result["smoke"] and result["steps"] == 3 and result["seeds"] == [0]
@@ -139,7 +139,7 @@ def test_quality_smoke_trains_every_variant_and_reports_the_bayes_limit(tmp_path
 
 def test_label_head_benchmark_pairs_the_arms_by_seed(tiny_model, demo_data, tmp_path):
     results = tmp_path / "label_head.json"
-    check(run_script("bench/label_head.py", "--model", tiny_model, "--seeds", "0", "--runs", tmp_path / "runs",
+    check(run_cli("bench/label_head.py", "--model", tiny_model, "--seeds", "0", "--runs", tmp_path / "runs",
                      "--results", results, "--", "--max_steps", "2", "--train_file", demo_data / "train.csv"))
     result = json.loads(results.read_text())
     assert [(r["arm"], r["seed"]) for r in result["runs"]] == [("base", 0), ("label_head", 0)]

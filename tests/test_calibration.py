@@ -11,7 +11,7 @@ from arena.calibration import (
 )
 from arena.run import read_predictions
 from arena.scoring import log_loss, probabilities
-from conftest import check, run_script
+from conftest import check, run_cli
 
 
 def sampled(rng, n, scale):
@@ -112,7 +112,7 @@ def test_training_stores_a_calibration_that_infer_applies(trained_run, heldout_f
     assert metrics["calibration"]["log_loss_before"] == pytest.approx(metrics["log_loss"], abs=1e-12)
     read = read_predictions(trained_run / "oof.csv")
     out = tmp_path / "calibrated.csv"
-    check(run_script("infer.py", "--adapter", trained_run, "--data_file", heldout_file, "--output_file", out))
+    check(run_cli("infer.py", "--adapter", trained_run, "--data_file", heldout_file, "--output_file", out))
     predicted = read_predictions(out)
     by_id = dict(zip(predicted.ids, predicted.probs))
     expected = probabilities(read.logits(), saved["temperature"])

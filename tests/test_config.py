@@ -9,7 +9,7 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
 from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings
-from conftest import ROOT, run_script
+from conftest import ROOT, run_cli
 
 TRAIN_SETTINGS = (DataArgs, ModelArgs, ScoreArgs, TrainConfig)
 MODEL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -78,7 +78,7 @@ def test_known_flags_and_keys_still_parse(tmp_path):
 
 
 def script_usage_error(*args) -> list[str]:
-    result = run_script(*args)
+    result = run_cli(*args)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     return result.stderr.strip().splitlines()[-2:]
 

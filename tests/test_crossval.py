@@ -11,7 +11,7 @@ from arena.crossval import fold_finished
 from arena.data import DataError
 from arena.run import read_predictions
 from arena.scoring import log_loss
-from conftest import check, run_script
+from conftest import check, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_fold_all_covers_every_row_once_and_skips_finished_folds(tiny_model, sma
     run = tmp_path / "cv"
     args = ["train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file", small_file,
             "--fold", "all", "--n_folds", "2", "--max_steps", "10", "--output_dir", run, "--degenerate_priors"]
-    first = check(run_script(*args))
+    first = check(run_cli(*args))
     assert "fold 0 of 2: training" in first.stdout and "fold 1 of 2: training" in first.stdout
     with open(run / "fold-0" / "folds.csv") as f:
         folds = {r["id"]: r["fold"] for r in csv.DictReader(f)}
@@ -53,7 +53,7 @@ def test_fold_all_covers_every_row_once_and_skips_finished_folds(tiny_model, sma
         assert (run / name).exists(), name
     adapters = {k: (run / f"fold-{k}" / "adapter_model.safetensors").stat().st_mtime_ns for k in (0, 1)}
 
-    second = check(run_script(*args))
+    second = check(run_cli(*args))
     assert "fold 0: finished" in second.stdout and "fold 1: finished" in second.stdout
     assert "training into" not in second.stdout
     assert adapters == {k: (run / f"fold-{k}" / "adapter_model.safetensors").stat().st_mtime_ns for k in (0, 1)}
@@ -61,7 +61,7 @@ def test_fold_all_covers_every_row_once_and_skips_finished_folds(tiny_model, sma
 
     # the --fold all folder as an ensemble of its fold models
     out = tmp_path / "pred" / "submission.csv"
-    check(run_script("infer.py", "--adapter", run, "--data_file", small_file, "--output_file", out))
+    check(run_cli("infer.py", "--adapter", run, "--data_file", small_file, "--output_file", out))
     members = json.loads((out.parent / "metrics.json").read_text())["members"]
     assert [m["adapter"] for m in members] == [str(run / "fold-0"), str(run / "fold-1")]
     assert np.isfinite([m["log_loss"] for m in members]).all()

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from arena.data import DataError, Pair, assign_folds, prompt_key, read_pairs, split_data
-from conftest import run_script
+from conftest import run_cli
 
 HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", "winner_model_a", "winner_model_b", "winner_tie"]
 
@@ -92,7 +92,7 @@ def test_split_holds_out_one_fold(tmp_path):
 
 def test_corrupt_csv_gives_one_line_error_from_the_command_line(tmp_path):
     path = write_csv(tmp_path / "train.csv", [row(1, ["q"], ["a"], ["b"]), [2, "m1", "m2", '["q"', '["a"]', '["b"]', 1, 0, 0]])
-    result = run_script("train_unsloth.py", "--model", "unused", "--train_file", path, "--output_dir", tmp_path / "run")
+    result = run_cli("train_unsloth.py", "--model", "unused", "--train_file", path, "--output_dir", tmp_path / "run")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]

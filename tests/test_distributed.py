@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from arena.data import LABEL_COLUMNS
-from conftest import ROOT, check, run_script
+from conftest import ROOT, check, run_cli
 from trace_files import read_trace
 
 # With accelerate's split_batches, two processes take halves of the very batches one process takes, so they compute
@@ -46,7 +46,7 @@ def read_oof(path):
 
 def test_two_process_training_matches_a_single_process_run(tiny_model, demo_data, tmp_path):
     data = ["--model", tiny_model, "--train_file", demo_data / "train.csv"]
-    check(run_script("train_unsloth.py", *SHORT_RUN, *data, "--output_dir", tmp_path / "one"))
+    check(run_cli("train_unsloth.py", *SHORT_RUN, *data, "--output_dir", tmp_path / "one"))
     two = tmp_path / "two"
     launch("tests/trace_files.py", tmp_path / "trace", two, "train_unsloth.py", *SHORT_RUN, *data,
            "--output_dir", two, "--accelerator_config", '{"split_batches": true}')
@@ -70,7 +70,7 @@ def test_two_process_training_matches_a_single_process_run(tiny_model, demo_data
 
 def test_two_process_inference_equals_one_process(trained_run, demo_data, tmp_path):
     args = ["infer.py", "--adapter", trained_run, "--data_file", demo_data / "train.csv", "--tta"]
-    check(run_script(*args, "--output_file", tmp_path / "one" / "submission.csv"))
+    check(run_cli(*args, "--output_file", tmp_path / "one" / "submission.csv"))
     launch(*args, "--output_file", tmp_path / "two" / "submission.csv")
     one = np.loadtxt(tmp_path / "one" / "submission.csv", delimiter=",", skiprows=1, dtype=str)
     two = np.loadtxt(tmp_path / "two" / "submission.csv", delimiter=",", skiprows=1, dtype=str)

@@ -4,7 +4,7 @@ histogram, and the record of skipped rows; nothing is trained."""
 import csv
 import re
 
-from conftest import check, run_script
+from conftest import check, run_cli
 from test_formats import arena, hh, write_rows
 
 
@@ -21,7 +21,7 @@ def read_table(stdout):
 def test_dry_run_prints_the_table_and_trains_nothing(tiny_model, demo_data, tmp_path):
     run = tmp_path / "run"
     data = demo_data / "train.csv"
-    result = check(run_script("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
+    result = check(run_cli("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
                               "--train_file", data, "--dry_run", "--output_dir", run))
     table = read_table(result.stdout)
     rows = table["rows read from " + str(data)][0] - table["duplicates removed"][0]
@@ -54,7 +54,7 @@ def test_dry_run_with_several_files_and_skipped_rows_keeps_a_record(tiny_model, 
     second = write_rows(tmp_path / "b.jsonl", long_rows)
     extra = write_rows(tmp_path / "hh.jsonl", [hh(f"hh{k}", [(f"novel {k}", None)], "good", "bad") for k in range(30)])
     run = tmp_path / "run"
-    result = check(run_script(
+    result = check(run_cli(
         "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file", first,
         "--train_file", second, "--extra_file", extra, "--max_length", "256", "--on_bad_row", "skip", "--dry_run",
         "--output_dir", run,
@@ -83,7 +83,7 @@ def test_dry_run_counts_rows_and_tokens_per_language(tiny_model, tmp_path):
             for k, name in enumerate(names) for i in range(13 - k)]
     rows += [arena(f"none-{i}", [f"question none {i}"], ["answer"], ["reply"]) | {"language": None} for i in range(3)]
     data = write_rows(tmp_path / "train.jsonl", rows)
-    result = check(run_script("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
+    result = check(run_cli("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
                               "--train_file", data, "--dry_run", "--output_dir", tmp_path / "run"))
     table = read_table(result.stdout)
     assert "languages (top 10, then other)" in result.stdout
@@ -99,14 +99,14 @@ def test_dry_run_counts_rows_and_tokens_per_language(tiny_model, tmp_path):
 
 def test_dry_run_without_a_language_column_has_no_language_table(tiny_model, tmp_path):
     data = write_rows(tmp_path / "train.jsonl", [arena(str(i), [f"q{i}"], ["a"], ["b"]) for i in range(20)])
-    result = check(run_script("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
+    result = check(run_cli("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
                               "--train_file", data, "--dry_run", "--output_dir", tmp_path / "run"))
     assert "languages" not in result.stdout and "rows per source" in result.stdout
 
 
 def test_chat_template_without_one_in_the_tokenizer_stops_with_one_line(tiny_model, tmp_path):
     data = write_rows(tmp_path / "train.jsonl", [arena(str(i), [f"q{i}"], ["a"], ["b"]) for i in range(20)])
-    result = run_script("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file",
+    result = run_cli("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file",
                         data, "--chat_template", "--dry_run", "--output_dir", tmp_path / "run")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (

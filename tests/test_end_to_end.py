@@ -13,7 +13,7 @@ from arena.data import LABEL_COLUMNS, DataError, read_pairs
 from arena.prompts import Renderer
 from arena.scoring import log_loss, score_pairs
 from conftest import (
-    check, held_out_ids, held_out_rows, read_probabilities, read_rows, run_script, write_rows,
+    check, held_out_ids, held_out_rows, read_probabilities, read_rows, run_cli, run_script, write_rows,
 )
 
 UNIFORM_LOG_LOSS = 1.0986
@@ -91,7 +91,7 @@ def test_infer_with_tta_averages_the_swapped_scores(trained_run, plain_scores, t
     originals = [{k: v for k, v in r.items() if k not in LABEL_COLUMNS} for r in rows if not r["id"].endswith(SWAPPED)]
     data = write_rows(tmp_path / "unlabelled.csv", originals, [c for c in header if c not in LABEL_COLUMNS])
     out = tmp_path / "submission.csv"
-    result = check(run_script("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out,
+    result = check(run_cli("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out,
                               "--tta", "--on_bad_row", "skip", "--no_calibration"))
     tta, _ = read_predictions(out)
     assert list(tta) == [r["id"] for r in originals]
@@ -107,7 +107,7 @@ def test_infer_with_tta_averages_the_swapped_scores(trained_run, plain_scores, t
 
 def test_zero_shot_scoring_with_the_base_model(tiny_model, demo_data, tmp_path):
     out = tmp_path / "zero_shot.csv"
-    result = check(run_script("infer.py", "--model", tiny_model, "--data_file", demo_data / "train.csv",
+    result = check(run_cli("infer.py", "--model", tiny_model, "--data_file", demo_data / "train.csv",
                               "--output_file", out, "--max_length", "512"))
     predictions, _ = read_predictions(out)
     assert len(predictions) == 1500
@@ -133,7 +133,7 @@ def custom_run(tiny_model, demo_data, tmp_path_factory):
     template = folder / "template.txt"
     template.write_text(CUSTOM_TEMPLATE)
     run = folder / "run"
-    check(run_script(
+    check(run_cli(
         "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file", data,
         "--output_dir", run, "--prompt_template", template, "--labels", *CUSTOM_LABELS,
         "--max_length", CUSTOM_BUDGET, "--max_steps", "30", "--on_bad_row", "skip",
@@ -151,7 +151,7 @@ def test_infer_reads_the_runs_template_labels_and_budget(custom_run, tmp_path):
     pairs = read_pairs(str(heldout))
     assert sum(r.dropped_turns + r.shortened_texts > 0 for r in renderer.render_many(pairs)) >= 10
     out = tmp_path / "submission.csv"
-    check(run_script("infer.py", "--adapter", run, "--data_file", heldout, "--output_file", out, "--no_calibration"))
+    check(run_cli("infer.py", "--adapter", run, "--data_file", heldout, "--output_file", out, "--no_calibration"))
     predictions, _ = read_predictions(out)
     oof, _ = read_predictions(run / "oof.csv")
     assert list(predictions) == list(oof)
@@ -181,7 +181,7 @@ def test_infer_takes_a_template_labels_and_budget_of_its_own(tiny_model, inferen
     template = tmp_path / "template.txt"
     template.write_text(CUSTOM_TEMPLATE)
     out = tmp_path / "zero_shot.csv"
-    check(run_script("infer.py", "--model", tiny_model, "--data_file", data, "--output_file", out,
+    check(run_cli("infer.py", "--model", tiny_model, "--data_file", data, "--output_file", out,
                      "--prompt_template", template, "--labels", *CUSTOM_LABELS, "--max_length", CUSTOM_BUDGET))
     model, tokenizer = inference_model
     renderer = Renderer(tokenizer, CUSTOM_TEMPLATE, CUSTOM_LABELS, CUSTOM_BUDGET)

@@ -11,7 +11,7 @@ from arena.data import DataError
 from arena.ensemble import combine, fit_weights
 from arena.run import read_predictions, write_predictions
 from arena.scoring import probabilities
-from conftest import check, run_script
+from conftest import check, run_cli
 
 P = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
 Q = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
@@ -44,7 +44,7 @@ def test_two_identical_adapters_ensemble_to_one_on_one_load_of_the_base(trained_
     twin = tmp_path / "twin"
     shutil.copytree(trained_run, twin, ignore=shutil.ignore_patterns("checkpoint-*"))
     out = tmp_path / "ensemble.csv"
-    result = check(run_script("infer.py", "--adapter", trained_run, "--adapter", twin, "--data_file", heldout_file,
+    result = check(run_cli("infer.py", "--adapter", trained_run, "--adapter", twin, "--data_file", heldout_file,
                               "--output_file", out, "--combine", "logprob"))
     assert result.stdout.count("is a LoRA adapter; loading its base") == 1  # unsloth loaded the base once
     read = read_predictions(trained_run / "oof.csv")
@@ -55,7 +55,7 @@ def test_two_identical_adapters_ensemble_to_one_on_one_load_of_the_base(trained_
 
 
 def blend(*args):
-    return run_script("tools/blend.py", *args)
+    return run_cli("tools/blend.py", *args)
 
 
 def test_blend_tool_matches_rows_by_id(tmp_path):

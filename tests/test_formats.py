@@ -12,7 +12,7 @@ from trl import TrlParser
 from arena.config import DataArgs
 from arena.data import LABEL_COLUMNS, BadRows, DataError, prompt_key, read_pairs, split_data
 from arena.prompts import EMPTY_TEXT, Renderer, read_template
-from conftest import check, run_script
+from conftest import check, run_cli
 
 
 def write_rows(path, rows):
@@ -356,7 +356,7 @@ def test_bad_file_stops_with_one_line_even_when_skipping_rows(tmp_path, case):
 def test_bad_input_from_the_command_line_is_one_line_and_a_nonzero_exit(tmp_path, case):
     make, problem = FILE_CASES[case]
     path = make(tmp_path)
-    result = run_script("train_unsloth.py", "--model", "unused", "--train_file", path, "--output_dir", tmp_path / "run")
+    result = run_cli("train_unsloth.py", "--model", "unused", "--train_file", path, "--output_dir", tmp_path / "run")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {path}: {problem}")
 
@@ -367,7 +367,7 @@ def test_infer_skips_bad_rows_with_a_record_beside_the_output(tmp_path, tiny_mod
     rows[4] = arena("1", ["again"], ["a"], ["b"])
     path = write_rows(tmp_path / "test.csv", rows)
     out = tmp_path / "pred" / "submission.csv"
-    result = check(run_script("infer.py", "--model", tiny_model, "--data_file", path, "--output_file", out,
+    result = check(run_cli("infer.py", "--model", tiny_model, "--data_file", path, "--output_file", out,
                               "--max_length", "512", "--on_bad_row", "skip"))
     record = tmp_path / "pred" / "submission.bad_rows.csv"
     assert f"skipped 2 bad rows, listed in {record}" in result.stdout

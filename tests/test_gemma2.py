@@ -18,7 +18,7 @@ from arena.label_head import attach_label_head
 from arena.losses import ArenaTrainer
 from arena.prompts import DEFAULT_LABELS, Renderer, label_token_ids, read_template, training_columns
 from arena.scoring import score_pairs
-from conftest import check, read_probabilities, run_script, write_held_out
+from conftest import check, read_probabilities, run_cli, write_held_out
 
 STEPS = ["--max_steps", "40", "--save_strategy", "steps", "--save_steps", "20", "--logging_steps", "10"]
 
@@ -26,7 +26,7 @@ STEPS = ["--max_steps", "40", "--save_strategy", "steps", "--save_steps", "20", 
 @pytest.fixture(scope="module")
 def gemma2_run(tiny_gemma2, demo_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("gemma2-run")
-    check(run_script(
+    check(run_cli(
         "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_gemma2, "--train_file",
         demo_data / "train.csv", "--output_dir", run, "--label_head", "--chat_template", *STEPS,
     ))
@@ -126,7 +126,7 @@ def test_infer_reloads_the_label_head_and_chat_template_and_reproduces_oof(gemma
     oof = read_probabilities(gemma2_run / "oof.csv")
     data = write_held_out(gemma2_run, demo_data / "train.csv", tmp_path / "heldout.csv")
     out = tmp_path / "submission.csv"
-    result = check(run_script("infer.py", "--adapter", gemma2_run, "--data_file", data, "--output_file", out,
+    result = check(run_cli("infer.py", "--adapter", gemma2_run, "--data_file", data, "--output_file", out,
                               "--no_calibration"))
     assert "in the tokenizer's chat template" in result.stdout and f"label head {gemma2_run}/label_head.safetensors" in result.stdout
     predictions = read_probabilities(out)
@@ -138,7 +138,7 @@ def test_infer_reloads_the_label_head_and_chat_template_and_reproduces_oof(gemma
 def test_resuming_restores_the_label_head(gemma2_run, tiny_gemma2, demo_data, tmp_path):
     """From checkpoint 20 to step 40 in another folder: the same head and held-out scores as the run itself."""
     run = tmp_path / "resumed"
-    check(run_script(
+    check(run_cli(
         "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_gemma2, "--train_file",
         demo_data / "train.csv", "--output_dir", run, "--label_head", "--chat_template", *STEPS,
         "--resume_from_checkpoint", gemma2_run / "checkpoint-20",
@@ -152,7 +152,7 @@ def test_resuming_restores_the_label_head(gemma2_run, tiny_gemma2, demo_data, tm
 
 def test_zero_shot_scoring_uses_the_chat_template_of_the_tokenizer(tiny_gemma2, demo_data, tmp_path):
     out = tmp_path / "zero_shot.csv"
-    result = check(run_script("infer.py", "--model", tiny_gemma2, "--data_file", demo_data / "test.csv",
+    result = check(run_cli("infer.py", "--model", tiny_gemma2, "--data_file", demo_data / "test.csv",
                               "--output_file", out, "--max_length", "512"))
     assert f"{tiny_gemma2}: prompt prompts/zero_shot.txt, in the tokenizer's chat template" in result.stdout
     predictions = read_probabilities(out)

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import check, read_probabilities, run_script
+from conftest import check, read_probabilities, run_cli, run_script
 
 ONLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # left out: the scripts must stay off the hub on their own
 
@@ -70,13 +70,13 @@ def test_an_adapter_goes_on_the_base_given_with_model(trained_run, tiny_model, d
     base = tmp_path / "base-copy"
     shutil.copytree(tiny_model, base)
     data = ["--data_file", demo_data / "test.csv"]
-    result = run_script("infer.py", "--adapter", run, *data, "--output_file", tmp_path / "none.csv")
+    result = run_cli("infer.py", "--adapter", run, *data, "--output_file", tmp_path / "none.csv")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {run}: the adapter's base model {tmp_path / 'where-training-ran' / 'base'} (from adapter_config.json) "
         "is not on this machine; give its local copy with --model")
-    check(run_script("infer.py", "--adapter", run, "--model", base, *data, "--output_file", tmp_path / "on-copy.csv"))
-    check(run_script("infer.py", "--adapter", trained_run, *data, "--output_file", tmp_path / "original.csv"))
+    check(run_cli("infer.py", "--adapter", run, "--model", base, *data, "--output_file", tmp_path / "on-copy.csv"))
+    check(run_cli("infer.py", "--adapter", trained_run, *data, "--output_file", tmp_path / "original.csv"))
     on_copy, original = read_probabilities(tmp_path / "on-copy.csv"), read_probabilities(tmp_path / "original.csv")
     assert on_copy.keys() == original.keys() and len(on_copy) == 60
     assert np.std(list(original.values())) > 0.05  # the trained adapter is really there: the match means something
@@ -93,7 +93,7 @@ def test_a_base_that_does_not_match_the_adapter_is_refused(trained_run, tiny_mod
     (wrong / "config.json").write_text(json.dumps(config))  # no weights at all: the check must come before them
     args = ["infer.py", "--adapter", trained_run, "--model", wrong, "--data_file", demo_data / "test.csv",
             "--output_file", tmp_path / "out.csv"]
-    result = run_script(*args)
+    result = run_cli(*args)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {wrong}: does not match the adapter in {trained_run}: vocab_size {config['vocab_size']} "
@@ -103,6 +103,6 @@ def test_a_base_that_does_not_match_the_adapter_is_refused(trained_run, tiny_mod
 
     old_run = tmp_path / "old-run"
     shutil.copytree(trained_run, old_run, ignore=shutil.ignore_patterns("checkpoint-*", "base_model.json"))
-    result = run_script(*args[:2], old_run, "--model", tiny_model, *args[5:])
+    result = run_cli(*args[:2], old_run, "--model", tiny_model, *args[5:])
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {old_run}: no base_model.json")

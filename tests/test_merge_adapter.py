@@ -20,12 +20,12 @@ from arena.data import read_pairs
 from arena.prompts import Renderer, read_template
 from arena.run import load_model
 from arena.scoring import score_pairs
-from conftest import check, read_probabilities, run_script, same_result_tolerance
+from conftest import check, read_probabilities, run_cli, same_result_tolerance
 
 
 def test_merged_export_scores_as_base_plus_adapter(trained_run, demo_data, tmp_path):
     merged = tmp_path / "merged"
-    check(run_script("tools/merge_adapter.py", trained_run, merged, "--load_in_4bit", "false"))
+    check(run_cli("tools/merge_adapter.py", trained_run, merged, "--load_in_4bit", "false"))
     for name in ("prompt.txt", "config.yaml", "calibration.json"):
         assert (merged / name).read_bytes() == (trained_run / name).read_bytes()
     assert not (merged / "adapter_config.json").exists()  # a plain model folder, no peft at load time
@@ -34,7 +34,7 @@ def test_merged_export_scores_as_base_plus_adapter(trained_run, demo_data, tmp_p
 
     data = demo_data / "test.csv"
     out = tmp_path / "merged.csv"
-    check(run_script("infer.py", "--model", merged, "--load_in_4bit", "false", "--data_file", data,
+    check(run_cli("infer.py", "--model", merged, "--load_in_4bit", "false", "--data_file", data,
                      "--output_file", out, "--no_calibration"))  # the model's own probabilities
     from_file = read_probabilities(out)
 

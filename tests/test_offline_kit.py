@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from conftest import ROOT, check, run_script
+from conftest import ROOT, check, run_cli
 from tools.offline_kit import plan
 
 
@@ -62,7 +62,7 @@ def test_a_kit_for_this_python_installs_offline_into_a_fresh_environment(tmp_pat
 
     kit = tmp_path / "kit"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    check(run_script("tools/offline_kit.py", "--out", kit, "--python_version", version, "--platform", "native",
+    check(run_cli("tools/offline_kit.py", "--out", kit, "--python_version", version, "--platform", "native",
                      "--image", freeze, timeout=900))
     wheels = {canonicalize_name(w.name.split("-")[0]) for w in kit.glob("*.whl")}
     assert {"unsloth", "unsloth-zoo", "trl", "transformers", "bitsandbytes"} <= wheels

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file
 
 from arena.data import DataError
 from arena.run import latest_checkpoint
-from conftest import ROOT, check, run_script
+from conftest import ROOT, check, run_cli, run_script
 from trace_files import read_trace
 
 STEPS = ["--max_steps", "40", "--save_strategy", "steps", "--save_steps", "10", "--logging_steps", "10"]
@@ -62,7 +62,7 @@ def checkpoints(run):
 
 def test_killed_training_resumes_to_the_uninterrupted_result(tiny_model, demo_data, tmp_path):
     straight = tmp_path / "straight"
-    check(run_script(*train_args(tiny_model, demo_data, straight), "--save_total_limit", "1"))
+    check(run_cli(*train_args(tiny_model, demo_data, straight), "--save_total_limit", "1"))
     assert checkpoints(straight) == ["checkpoint-40"]  # the newest --save_total_limit are kept
 
     run = tmp_path / "killed"
@@ -91,7 +91,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tiny_model, demo_da
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_model, demo_data, tmp_path):
-    result = run_script(*train_args(tiny_model, demo_data, tmp_path / "empty"), "--resume_from_checkpoint", "latest")
+    result = run_cli(*train_args(tiny_model, demo_data, tmp_path / "empty"), "--resume_from_checkpoint", "latest")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'empty'}: no complete checkpoint to resume from"
 
@@ -113,7 +113,7 @@ def test_killed_inference_leaves_no_file_and_resumes(tiny_model, demo_data, tmp_
     args = ["infer.py", "--model", tiny_model, "--data_file", demo_data / "train.csv", "--max_length", "512",
             "--score_max_tokens", "600"]
     reference = tmp_path / "reference.csv"
-    check(run_script(*args, "--output_file", reference))
+    check(run_cli(*args, "--output_file", reference))
 
     out = tmp_path / "out" / "submission.csv"
     cache = out.parent / ".submission.csv.cache"
@@ -122,7 +122,7 @@ def test_killed_inference_leaves_no_file_and_resumes(tiny_model, demo_data, tmp_
     assert not out.exists()  # no partial submission
     assert not [name for name in os.listdir(out.parent) if name.endswith(".tmp")]
 
-    result = check(run_script(*args, "--output_file", out, "--resume"))
+    result = check(run_cli(*args, "--output_file", out, "--resume"))
     reused = int(result.stdout.split("reused ")[1].split()[0])
     assert reused >= 20
     assert out.read_bytes() == reference.read_bytes()
@@ -148,7 +148,7 @@ def test_retraining_in_place_on_every_row_discards_the_cached_batches(trained_ru
 
     adapter = run / "adapter_model.safetensors"
     before = adapter.read_bytes()
-    result = check(run_script("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
+    result = check(run_cli("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
                               "--train_file", demo_data / "train.csv", "--output_dir", run, "--fold", "-1",
                               "--max_steps", "2"))
     counts = dict(line.rsplit(": ", 1) for line in result.stdout.splitlines() if re.fullmatch(r"[^:]+: \d+", line))
@@ -159,6 +159,6 @@ def test_retraining_in_place_on_every_row_discards_the_cached_batches(trained_ru
     after = adapter.read_bytes()
     assert len(after) == len(before) and after != before  # retrained: the same shapes, other weights
 
-    result = check(run_script(*args, "--output_file", out, "--resume"))
+    result = check(run_cli(*args, "--output_file", out, "--resume"))
     assert "reused" not in result.stdout  # every batch scored again, with the new adapter
     assert out.exists() and not cache.exists()

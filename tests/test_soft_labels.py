@@ -11,7 +11,7 @@ import pytest
 from arena.config import DataArgs
 from arena.data import LABEL_COLUMNS, BadRows, DataError, pair_key, read_pairs, split_data, swap_augment
 from arena.run import add_bayes_limit, read_predictions, teacher_probs, write_predictions
-from conftest import check, run_script
+from conftest import check, run_cli
 from train_unsloth import training_pairs
 
 
@@ -113,12 +113,12 @@ def test_a_missing_teacher_row_from_the_command_line(tiny_model, demo_data, tmp_
         csv.writer(f).writerows(rows[:1] + rows[2:])  # the first training row has no teacher row
     common = ["train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file",
               demo_data / "train.csv", "--teacher_file", teacher, "--loss", "label", "--fold", "-1"]
-    result = run_script(*common, "--output_dir", tmp_path / "run")
+    result = run_cli(*common, "--output_dir", tmp_path / "run")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {teacher}: no teacher row for training row id {rows[1][0]} (of {demo_data / 'train.csv'})")
     run = tmp_path / "skip"
-    result = check(run_script(*common, "--output_dir", run, "--on_bad_row", "skip", "--dry_run"))
+    result = check(run_cli(*common, "--output_dir", run, "--on_bad_row", "skip", "--dry_run"))
     with open(run / "bad_rows.csv", newline="") as f:
         assert [r["id"] for r in csv.DictReader(f)] == [rows[1][0]]
     assert "bad rows skipped: 1" in result.stdout

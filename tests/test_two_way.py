@@ -16,7 +16,7 @@ from arena.label_head import load_label_head
 from arena.prompts import Renderer
 from arena.run import load_model, read_predictions, teacher_probs, write_predictions
 from arena.scoring import score_pairs
-from conftest import check, held_out_ids, read_rows, run_script, same_result_tolerance, write_rows
+from conftest import check, held_out_ids, read_rows, run_cli, same_result_tolerance, write_rows
 
 TWO_LABELS = [" A", " B"]
 WINNERS = {"winner_model_a": "model_a", "winner_model_b": "model_b"}
@@ -133,7 +133,7 @@ def test_swaps_and_teacher_files_with_two_classes(tmp_path):
 def two_way_run(tiny_model, two_way_file, tmp_path_factory):
     """A short two-label run on the two-way file: label loss, swapped pairs, a label head, priors, TTA."""
     run = tmp_path_factory.mktemp("two-way-run")
-    check(run_script(
+    check(run_cli(
         "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model, "--train_file", two_way_file,
         "--labels", " A", " B", "--prompt_template", "prompts/two_way.txt", "--max_steps", "20", "--warmup_steps",
         "5", "--per_device_train_batch_size", "8", "--loss", "label", "--swap_augment", "--label_head",
@@ -149,7 +149,7 @@ def two_way_scores(two_way_run, two_way_file, tmp_path_factory):
     rows = [r for r in pq.read_table(two_way_file).to_pylist() if r["id"] in ids]
     folder = tmp_path_factory.mktemp("two-way-scores")
     data, out = write_parquet(folder / "heldout.parquet", rows), folder / "submission.csv"
-    result = check(run_script("infer.py", "--adapter", two_way_run, "--data_file", data, "--output_file", out, "--tta",
+    result = check(run_cli("infer.py", "--adapter", two_way_run, "--data_file", data, "--output_file", out, "--tta",
                               "--no_calibration"))
     return out, rows, result.stdout
 
