@@ -1,11 +1,13 @@
 # make demo   set up .venv, build the demo data and a tiny model, train, score the held-out fold, write a submission
-# make test   set up .venv and run the tests (CPU; real unsloth, trl and tokenizers on tiny models)
+# make test   set up .venv and run the tests (CPU; real unsloth, trl and tokenizers on tiny models), all but the kit's
+# make test-quick   the tests that train nothing and start no process (under 3 minutes): while working
+# make test-kit   build the offline kit for this Python and install it into a fresh venv (downloads ~490 MB; CI runs it)
 # make offline-kit   the wheels a Kaggle notebook (no internet) needs beyond its image, in $(KIT)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test offline-kit clean
+.PHONY: setup demo test test-quick test-kit offline-kit clean
 
 setup: $(VENV)/.installed
 
@@ -24,7 +26,13 @@ demo: setup
 	print(f\"demo: held-out log loss {m['log_loss']:.4f} (Bayes limit {m['bayes_limit']:.4f}, uniform guess 1.0986), accuracy {m['accuracy']:.3f}\")"
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not kit" --durations=15 tests
+
+test-quick: setup
+	$(PY) -m pytest -q -m "not slow and not kit" tests
+
+test-kit: setup
+	$(PY) -m pytest -q -m kit tests
 
 # The kit's target: Kaggle's GPU notebook image. Kaggle/docker-python's Dockerfile.tmpl builds it FROM Colab's GPU
 # runtime image (a September 2026 reading of it names the 2026-07-16 Colab release, torch 2.11, and its

@@ -35,6 +35,17 @@ def run_script(*args, timeout=None, env=None, unset=()):
     )
 
 
+# Markers (pytest.ini): `slow` trains a model or starts a process, `kit` downloads the offline kit. Tests that use the
+# shared trained runs are marked slow from their fixtures here; the others in their modules.
+SLOW_FIXTURES = {"trained_run", "heldout_file", "custom_run", "plain_scores", "two_way_run", "two_way_scores"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def run_cli(*args):
     """Runs a project script in this process as `python SCRIPT ARGS` would from the project root (runpy, sys.argv):
     the same code path as run_script at a fraction of the cost, since torch, transformers and unsloth are imported
@@ -133,6 +144,17 @@ def local_tokenizer():
 def demo_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo-data")
     check(run_cli("data/make_demo_data.py", "--out", out, "--rows", "1500", "--test_rows", "60", "--seed", "1"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_demo(demo_data, tmp_path_factory) -> Path:
+    """The first 400 rows of the demo data (fold 0 holds out 80), with its truth.csv: for the short runs that check
+    a mechanism (resume, precision, several processes) rather than how well the model learns."""
+    out = tmp_path_factory.mktemp("small-demo")
+    rows, header = read_rows(demo_data / "train.csv")
+    write_rows(out / "train.csv", rows[:400], header)
+    (out / "truth.csv").write_bytes((demo_data / "truth.csv").read_bytes())
     return out
 
 

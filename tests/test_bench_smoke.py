@@ -8,6 +8,8 @@ import pytest
 from bench.train_speed import longest_fitting
 from conftest import check, run_cli, run_script
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
+
 PATHS = ("unsloth", "baseline")
 
 

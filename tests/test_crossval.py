@@ -13,6 +13,8 @@ from arena.run import read_predictions
 from arena.scoring import log_loss
 from conftest import check, run_cli
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
+
 
 @pytest.fixture(scope="module")
 def small_file(demo_data, tmp_path_factory):

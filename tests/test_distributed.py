@@ -13,6 +13,8 @@ import pytest
 
 from arena.data import LABEL_COLUMNS
 from conftest import ROOT, check, run_cli
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
 from trace_files import read_trace
 
 # With accelerate's split_batches, two processes take halves of the very batches one process takes, so they compute
@@ -44,8 +46,8 @@ def read_oof(path):
         return {r["id"]: np.array([float(r[c]) for c in LABEL_COLUMNS]) for r in csv.DictReader(f)}
 
 
-def test_two_process_training_matches_a_single_process_run(tiny_model, demo_data, tmp_path):
-    data = ["--model", tiny_model, "--train_file", demo_data / "train.csv"]
+def test_two_process_training_matches_a_single_process_run(tiny_model, small_demo, tmp_path):
+    data = ["--model", tiny_model, "--train_file", small_demo / "train.csv"]
     check(run_cli("train_unsloth.py", *SHORT_RUN, *data, "--output_dir", tmp_path / "one"))
     two = tmp_path / "two"
     launch("tests/trace_files.py", tmp_path / "trace", two, "train_unsloth.py", *SHORT_RUN, *data,
@@ -68,8 +70,8 @@ def test_two_process_training_matches_a_single_process_run(tiny_model, demo_data
     assert written[1] == set()
 
 
-def test_two_process_inference_equals_one_process(trained_run, demo_data, tmp_path):
-    args = ["infer.py", "--adapter", trained_run, "--data_file", demo_data / "train.csv", "--tta"]
+def test_two_process_inference_equals_one_process(trained_run, small_demo, tmp_path):
+    args = ["infer.py", "--adapter", trained_run, "--data_file", small_demo / "train.csv", "--tta"]
     check(run_cli(*args, "--output_file", tmp_path / "one" / "submission.csv"))
     launch(*args, "--output_file", tmp_path / "two" / "submission.csv")
     one = np.loadtxt(tmp_path / "one" / "submission.csv", delimiter=",", skiprows=1, dtype=str)

@@ -16,6 +16,8 @@ from conftest import (
     check, held_out_ids, held_out_rows, read_probabilities, read_rows, run_cli, run_script, write_rows,
 )
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
+
 UNIFORM_LOG_LOSS = 1.0986
 SWAPPED = "-swapped"
 BAD_ROWS_HEADER = ["file", "row", "id", "column", "problem"]

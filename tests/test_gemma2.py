@@ -20,6 +20,8 @@ from arena.prompts import DEFAULT_LABELS, Renderer, label_token_ids, read_templa
 from arena.scoring import score_pairs
 from conftest import check, read_probabilities, run_cli, write_held_out
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
+
 STEPS = ["--max_steps", "40", "--save_strategy", "steps", "--save_steps", "20", "--logging_steps", "10"]
 
 

@@ -12,6 +12,8 @@ import pytest
 
 from conftest import check, read_probabilities, run_cli, run_script
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
+
 ONLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # left out: the scripts must stay off the hub on their own
 
 

@@ -13,6 +13,7 @@ rounding on the same rows, plus 1e-5 (on these rows about 7e-4 in probability wi
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from arena.config import load_run_config
@@ -21,6 +22,8 @@ from arena.prompts import Renderer, read_template
 from arena.run import load_model
 from arena.scoring import score_pairs
 from conftest import check, read_probabilities, run_cli, same_result_tolerance
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
 
 
 def test_merged_export_scores_as_base_plus_adapter(trained_run, demo_data, tmp_path):

@@ -12,10 +12,11 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from conftest import ROOT, check, run_cli
+from conftest import ROOT, check, run_script
 from tools.offline_kit import plan
 
 
@@ -50,6 +51,7 @@ def pinned(name):
         return next(line.strip() for line in f if re.match(rf"{name}==", line))
 
 
+@pytest.mark.kit  # downloads about 490 MB: `make test-kit`, which CI also runs
 def test_a_kit_for_this_python_installs_offline_into_a_fresh_environment(tmp_path):
     image = tmp_path / "image"
     check(subprocess.run([sys.executable, "-m", "venv", "--without-pip", image], capture_output=True, text=True))
@@ -62,7 +64,7 @@ def test_a_kit_for_this_python_installs_offline_into_a_fresh_environment(tmp_pat
 
     kit = tmp_path / "kit"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    check(run_cli("tools/offline_kit.py", "--out", kit, "--python_version", version, "--platform", "native",
+    check(run_script("tools/offline_kit.py", "--out", kit, "--python_version", version, "--platform", "native",
                      "--image", freeze, timeout=900))
     wheels = {canonicalize_name(w.name.split("-")[0]) for w in kit.glob("*.whl")}
     assert {"unsloth", "unsloth-zoo", "trl", "transformers", "bitsandbytes"} <= wheels

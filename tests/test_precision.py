@@ -11,20 +11,22 @@ import yaml
 
 from conftest import check, read_probabilities, run_cli, run_script, same_result_tolerance, write_held_out
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
+
 BF16_CPU = {"UNSLOTH_CPU_BF16": "1"}
 SHORT = ["--config", "configs/demo.yaml", "--max_steps", "20", "--per_device_train_batch_size", "8"]
 
 
-def train(tiny_model, demo_data, run, *extra, env=None):
+def train(tiny_model, small_demo, run, *extra, env=None):
     """In this process, or with `env` in a process of its own (unsloth reads UNSLOTH_CPU_BF16 on import)."""
-    args = ["train_unsloth.py", *SHORT, "--model", tiny_model, "--train_file", demo_data / "train.csv",
+    args = ["train_unsloth.py", *SHORT, "--model", tiny_model, "--train_file", small_demo / "train.csv",
             "--output_dir", run, *extra]
     return check(run_script(*args, env=env) if env else run_cli(*args))
 
 
-def test_auto_dtype_is_float32_also_where_the_cpu_has_bf16(tiny_model, demo_data, tmp_path):
-    train(tiny_model, demo_data, tmp_path / "plain")
-    emulated = train(tiny_model, demo_data, tmp_path / "bf16-cpu", env=BF16_CPU)
+def test_auto_dtype_is_float32_also_where_the_cpu_has_bf16(tiny_model, small_demo, tmp_path):
+    train(tiny_model, small_demo, tmp_path / "plain")
+    emulated = train(tiny_model, small_demo, tmp_path / "bf16-cpu", env=BF16_CPU)
     assert "bfloat16 = True" in emulated.stdout  # the emulation took effect (unsloth's banner, printed on import)
     metrics = {}
     for name in ("plain", "bf16-cpu"):
@@ -40,13 +42,13 @@ def test_auto_dtype_is_float32_also_where_the_cpu_has_bf16(tiny_model, demo_data
     assert np.std(list(a.values())) > 0.05  # far from uniform predictions: the match means something
 
 
-def test_bfloat16_run_scores_the_same_after_training_as_after_reloading(tiny_model, demo_data, tmp_path):
+def test_bfloat16_run_scores_the_same_after_training_as_after_reloading(tiny_model, small_demo, tmp_path):
     run = tmp_path / "run"
-    train(tiny_model, demo_data, run, "--dtype", "bfloat16", env=BF16_CPU)
+    train(tiny_model, small_demo, run, "--dtype", "bfloat16", env=BF16_CPU)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dtype"] == "bfloat16" and metrics["adapter_dtype"] == "float32", metrics
     out = tmp_path / "pred" / "submission.csv"
-    data = write_held_out(run, demo_data / "train.csv", tmp_path / "heldout.csv")
+    data = write_held_out(run, small_demo / "train.csv", tmp_path / "heldout.csv")
     check(run_script("infer.py", "--adapter", run, "--data_file", data, "--output_file", out, "--no_calibration",
                         env=BF16_CPU))
     assert json.loads((out.parent / "metrics.json").read_text())["dtype"] == "bfloat16"  # the run's dtype
@@ -58,13 +60,13 @@ def test_bfloat16_run_scores_the_same_after_training_as_after_reloading(tiny_mod
         np.testing.assert_allclose(reloaded[row_id], oof[row_id], atol=1e-6)
 
 
-def test_float16_on_a_cpu_is_a_clear_error(tiny_model, demo_data, tmp_path):
-    result = run_cli("train_unsloth.py", *SHORT, "--model", tiny_model, "--train_file", demo_data / "train.csv",
+def test_float16_on_a_cpu_is_a_clear_error(tiny_model, small_demo, tmp_path):
+    result = run_cli("train_unsloth.py", *SHORT, "--model", tiny_model, "--train_file", small_demo / "train.csv",
                         "--output_dir", tmp_path, "--dtype", "float16")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "error: --dtype float16 needs a GPU (a CPU only emulates float16); use float32 or bfloat16")
-    result = run_cli("train_unsloth.py", *SHORT, "--model", tiny_model, "--train_file", demo_data / "train.csv",
+    result = run_cli("train_unsloth.py", *SHORT, "--model", tiny_model, "--train_file", small_demo / "train.csv",
                         "--output_dir", tmp_path, "--dtype", "float32", "--bf16", "true")
     assert result.returncode == 1
     assert "contradict --dtype float32" in result.stderr.strip().splitlines()[-1]

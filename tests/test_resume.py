@@ -21,12 +21,14 @@ from arena.run import latest_checkpoint
 from conftest import ROOT, check, run_cli, run_script
 from trace_files import read_trace
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
+
 STEPS = ["--max_steps", "40", "--save_strategy", "steps", "--save_steps", "10", "--logging_steps", "10"]
 
 
-def train_args(tiny_model, demo_data, run):
+def train_args(tiny_model, small_demo, run):
     return ["train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
-            "--train_file", demo_data / "train.csv", "--output_dir", run, *STEPS]
+            "--train_file", small_demo / "train.csv", "--output_dir", run, *STEPS]
 
 
 def start(args):
@@ -60,20 +62,20 @@ def checkpoints(run):
     return sorted(p.name for p in run.glob("checkpoint-*"))
 
 
-def test_killed_training_resumes_to_the_uninterrupted_result(tiny_model, demo_data, tmp_path):
+def test_killed_training_resumes_to_the_uninterrupted_result(tiny_model, small_demo, tmp_path):
     straight = tmp_path / "straight"
-    check(run_cli(*train_args(tiny_model, demo_data, straight), "--save_total_limit", "1"))
+    check(run_cli(*train_args(tiny_model, small_demo, straight), "--save_total_limit", "1"))
     assert checkpoints(straight) == ["checkpoint-40"]  # the newest --save_total_limit are kept
 
     run = tmp_path / "killed"
-    process = start(train_args(tiny_model, demo_data, run))
+    process = start(train_args(tiny_model, small_demo, run))
     kill_when(process, lambda: latest_checkpoint(str(run)) is not None and latest_checkpoint(str(run)).endswith("-20"))
     assert not (run / "metrics.json").exists()
     assert checkpoints(run) == ["checkpoint-10", "checkpoint-20"]
 
     # resume from a checkpoint given by path, not the latest one; the trace shows which one was read
     trace = tmp_path / "trace"
-    result = check(run_script("tests/trace_files.py", trace, run, *train_args(tiny_model, demo_data, run),
+    result = check(run_script("tests/trace_files.py", trace, run, *train_args(tiny_model, small_demo, run),
                               "--resume_from_checkpoint", run / "checkpoint-10"))
     state = {os.path.relpath(path, run) for kind, path in read_trace(f"{trace}.0")
              if kind == "r" and os.path.basename(path) in ("optimizer.pt", "scheduler.pt", "trainer_state.json")}
@@ -90,8 +92,8 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tiny_model, demo_da
     assert "Traceback" not in result.stderr
 
 
-def test_resume_without_a_checkpoint_is_a_clear_error(tiny_model, demo_data, tmp_path):
-    result = run_cli(*train_args(tiny_model, demo_data, tmp_path / "empty"), "--resume_from_checkpoint", "latest")
+def test_resume_without_a_checkpoint_is_a_clear_error(tiny_model, small_demo, tmp_path):
+    result = run_cli(*train_args(tiny_model, small_demo, tmp_path / "empty"), "--resume_from_checkpoint", "latest")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'empty'}: no complete checkpoint to resume from"
 
@@ -109,8 +111,8 @@ def test_resume_from_checkpoint_takes_latest_or_a_path(tmp_path):
         resume_path(str(tmp_path / "checkpoint-30"), str(tmp_path))
 
 
-def test_killed_inference_leaves_no_file_and_resumes(tiny_model, demo_data, tmp_path):
-    args = ["infer.py", "--model", tiny_model, "--data_file", demo_data / "train.csv", "--max_length", "512",
+def test_killed_inference_leaves_no_file_and_resumes(tiny_model, small_demo, tmp_path):
+    args = ["infer.py", "--model", tiny_model, "--data_file", small_demo / "train.csv", "--max_length", "512",
             "--score_max_tokens", "600"]
     reference = tmp_path / "reference.csv"
     check(run_cli(*args, "--output_file", reference))
@@ -129,13 +131,13 @@ def test_killed_inference_leaves_no_file_and_resumes(tiny_model, demo_data, tmp_
     assert not cache.exists()  # cleaned up once the submission is written
 
 
-def test_retraining_in_place_on_every_row_discards_the_cached_batches(trained_run, tiny_model, demo_data, tmp_path):
+def test_retraining_in_place_on_every_row_discards_the_cached_batches(trained_run, tiny_model, small_demo, tmp_path):
     """The usual last step: retrain on every row (--fold -1) into the run folder whose adapter an interrupted
     infer.py was scoring with. That run scores nothing, and `infer.py --resume` must not reuse the old batches."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("oof.csv", "metrics.json"))
     data = tmp_path / "data.csv"
-    with open(demo_data / "train.csv", newline="") as f, open(data, "w", newline="") as g:
+    with open(small_demo / "train.csv", newline="") as f, open(data, "w", newline="") as g:
         reader = csv.DictReader(f)
         writer = csv.DictWriter(g, reader.fieldnames)
         writer.writeheader()
@@ -149,10 +151,10 @@ def test_retraining_in_place_on_every_row_discards_the_cached_batches(trained_ru
     adapter = run / "adapter_model.safetensors"
     before = adapter.read_bytes()
     result = check(run_cli("train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
-                              "--train_file", demo_data / "train.csv", "--output_dir", run, "--fold", "-1",
+                              "--train_file", small_demo / "train.csv", "--output_dir", run, "--fold", "-1",
                               "--max_steps", "2"))
     counts = dict(line.rsplit(": ", 1) for line in result.stdout.splitlines() if re.fullmatch(r"[^:]+: \d+", line))
-    read = int(counts[f"rows read from {demo_data / 'train.csv'}"])
+    read = int(counts[f"rows read from {small_demo / 'train.csv'}"])
     assert int(counts["training rows"]) == read - int(counts["duplicates removed"]) and counts["held-out rows"] == "0"
     assert not (run / "oof.csv").exists() and not (run / "metrics.json").exists()
     assert "log loss" not in result.stdout  # nothing was scored
