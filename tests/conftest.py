@@ -70,6 +70,12 @@ def run_cli(*args):
     return subprocess.CompletedProcess([script, *rest], code, out.getvalue(), err.getvalue())
 
 
+def run_scripts(*commands, env=None, unset=()):
+    """Several scripts (each a tuple: script, args...) in one new process, in turn (tests/run_scripts.py)."""
+    args = [part for k, command in enumerate(commands) for part in (["--then"] if k else []) + list(command)]
+    return run_script("tests/run_scripts.py", *args, env=env, unset=unset)
+
+
 def same_result_tolerance(dtype) -> float:
     """How far two evaluation orders of one computation (batch shapes, padding) may move a probability: ten times the
     dtype's decimal resolution (torch.finfo: float32 1e-6, bfloat16 1e-2), so 1e-5 in float32 and 0.1 in bfloat16.
@@ -190,7 +196,7 @@ def inference_model(tiny_model):
 def trained_run(tiny_model, demo_data, tmp_path_factory):
     """One training run of the demo recipe on the test data, shared by the end-to-end and distributed tests."""
     run = tmp_path_factory.mktemp("run")
-    check(run_script(
+    check(run_cli(
         "train_unsloth.py", "--config", "configs/demo.yaml", "--model", tiny_model,
         "--train_file", demo_data / "train.csv", "--output_dir", run,
     ))

@@ -13,7 +13,7 @@ from arena.data import LABEL_COLUMNS, DataError, read_pairs
 from arena.prompts import Renderer
 from arena.scoring import log_loss, score_pairs
 from conftest import (
-    check, held_out_ids, held_out_rows, read_probabilities, read_rows, run_cli, run_script, write_rows,
+    check, held_out_ids, held_out_rows, read_probabilities, read_rows, run_cli, write_rows,
 )
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
@@ -47,8 +47,8 @@ def plain_scores(trained_run, demo_data, tmp_path_factory):
     data = write_rows(folder / "data.csv", rows + swapped, header)
     out = folder / "submission.csv"
     # the model's own probabilities, as oof.csv has them (tests/test_calibration.py checks the calibrated ones)
-    return out, check(run_script("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out,
-                                 "--no_calibration"))
+    return out, check(run_cli("infer.py", "--adapter", trained_run, "--data_file", data, "--output_file", out,
+                              "--no_calibration"))
 
 
 def test_training_writes_the_run_folder(trained_run):
