@@ -4,8 +4,8 @@
     python bench/label_head.py                               # tiny Gemma-2, arms base and label_head, seeds 0-4
     python bench/label_head.py --arms base lm_head --seeds 0 1 2 --results R.json -- --max_steps 200
 
-Each run is `train_unsloth.py --config configs/demo.yaml --model MODEL --seed S` plus the arm's flags, in its own
-process; the seed sets the folds, the LoRA init and the data order, and both arms of a seed see the same ones.
+Each run is `train_unsloth.py --config configs/demo.yaml --model MODEL --seed S` plus the arm's flags, all in this
+process (one import of unsloth, as bench/quality.py does); the seed sets the folds, the LoRA init and the data order, and both arms of a seed see the same ones.
 Arms: `base` (LoRA only), `label_head` (--label_head: a scale and a bias on the label logits), `lm_head` (LoRA
 targets plus lm_head, which unsloth trains in full as a module to save: the output head untied from the input
 embeddings, for comparison). Flags after `--` go to every run. Results (per run and the paired differences) go to
@@ -17,13 +17,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import train_unsloth  # noqa: E402  (imports unsloth first)
 from bench.common import ROOT  # noqa: E402
-from arena.config import LORA_TARGETS  # noqa: E402
+from arena.config import LORA_TARGETS, DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings  # noqa: E402
 from arena.io import write_json  # noqa: E402
 
 ARMS = {"base": [], "label_head": ["--label_head"], "lm_head": ["--lora_target_modules", *LORA_TARGETS, "lm_head"]}
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results", "label_head_cpu.json"))
     parser.add_argument("extra", nargs="*", help="more train_unsloth.py flags for every run (after --)")
     args = parser.parse_args()
+    os.chdir(ROOT)  # the configs and prompts are named relative to the project
 
     runs = []
     for seed in args.seeds:
@@ -50,15 +52,15 @@ def main() -> None:
 
 
 def run_one(args, arm: str, seed: int) -> dict:
-    """One training run in its own process; a run folder that already has its metrics.json is reused."""
+    """One training run, its output in FOLDER.log; a run folder that already has its metrics.json is reused."""
     folder = os.path.join(ROOT, args.runs, f"{arm}-s{seed}")
     start = time.time()
     if not os.path.exists(os.path.join(folder, "metrics.json")):
-        command = [sys.executable, "train_unsloth.py", "--config", "configs/demo.yaml", "--model", args.model,
-                   "--seed", str(seed), "--output_dir", folder, *ARMS[arm], *args.extra]
+        flags = ["--config", "configs/demo.yaml", "--model", args.model, "--seed", str(seed), "--output_dir", folder,
+                 *ARMS[arm], *args.extra]
         os.makedirs(os.path.dirname(folder), exist_ok=True)
-        with open(folder + ".log", "w") as log:
-            subprocess.run(command, cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
+        with open(folder + ".log", "w") as log, redirect_stdout(log), redirect_stderr(log):
+            train_unsloth.main(*parse_settings((DataArgs, ModelArgs, ScoreArgs, TrainConfig), flags))
     with open(os.path.join(folder, "metrics.json")) as f:
         metrics = json.load(f)
     return {"arm": arm, "seed": seed, "log_loss": metrics["log_loss"], "accuracy": metrics["accuracy"],
