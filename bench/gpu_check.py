@@ -83,8 +83,9 @@ def read_probabilities(path: str, n_labels: int) -> dict[str, list[float]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = list(LABEL_COLUMNS[:n_labels])
-        if (reader.fieldnames or [])[: n_labels + 1] != ["id", *columns]:
-            raise Failure(f"{path}: header {reader.fieldnames} does not start with id,{','.join(columns)}")
+        header = reader.fieldnames or []
+        if header[: n_labels + 1] != ["id", *columns] or set(header) & set(LABEL_COLUMNS) != set(columns):
+            raise Failure(f"{path}: header {header}: expected id,{','.join(columns)} first and no other label column")
         out = {}
         for row in reader:
             try:

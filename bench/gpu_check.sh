@@ -4,6 +4,7 @@
 #   bash bench/gpu_check.sh          # a GPU machine with the wheel kit carried (.whl, ../shared/gpu/README.md)
 #   bash bench/gpu_check.sh --cpu    # tiny models, float32, no kit: the same checks on a CPU (CI)
 #
+# Further arguments go to bench/gpu_check.py (--work DIR, --only FEATURE ...).
 # One device call: it installs the kit into runs/gpu-site, then runs the features
 # in one process, each started only while CHECK_SECONDS (default 420) from the start leave it time, and writes
 # gpu_check.json and gpu_check.log to $OUT (default runs/gpu-check). If that process dies (a CUDA fault), it is
@@ -17,6 +18,7 @@ log="$out/gpu_check.log"
 export PYTHONUNBUFFERED=1
 
 if [ "${1:-}" = --cpu ]; then
+  shift
   python=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
   flags=(--cpu)
 else
@@ -30,7 +32,7 @@ else
 fi
 
 for try in 1 2 3; do
-  "$python" bench/gpu_check.py --out "$out" "${flags[@]}" $([ "$try" = 1 ] || echo --resume)
+  "$python" bench/gpu_check.py --out "$out" "${flags[@]}" "$@" $([ "$try" = 1 ] || echo --resume)
   status=$?
   case $status in
     0|2|3) break ;;  # finished (2: no GPU; 3: a feature failed)
