@@ -667,13 +667,13 @@ def main() -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
     log = os.path.join(args.out, LOG_FILE)
-    record = Record(os.path.join(args.out, RESULT_FILE))
+    record, died = Record(os.path.join(args.out, RESULT_FILE)), []
     if (args.resume or args.only) and os.path.exists(record.path):
         with open(record.path, encoding="utf-8") as f:
             record.data = json.load(f)
-        for entry in record.data.get("features", []):
-            if entry["status"] == "running":
-                entry.update(status="fail", reason=f"the process died during this feature (see {LOG_FILE})")
+        died = [e for e in record.data.get("features", []) if e["status"] == "running"]
+        for entry in died:
+            entry.update(status="fail", reason=f"the process died during this feature (see {LOG_FILE})")
         if args.only:  # run these again
             record.data["features"] = [e for e in record.data["features"] if e["feature"] not in args.only]
     else:
@@ -702,6 +702,8 @@ def main() -> None:
     features = Features(plan, log, hub)
     checker = Checker(record, log, args.deadline, hub)
     checker.say(f"gpu_check: {record.data['mode']} mode on {record.data['device']}, imports {time.time() - began:.0f} s")
+    for entry in died:
+        checker.say(f"{entry['feature']}: fail {entry['reason']}")
     for name, check, needs, needs_s in feature_list(features, args.cpu):
         if args.only and name not in args.only:
             continue
