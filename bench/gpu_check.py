@@ -315,8 +315,8 @@ def log_since(path: str, offset: int) -> str:
 
 
 def build_llama(out: str, shape: dict, corpus: str) -> None:
-    """A random-weight Llama of `shape` with the tokenizer tools/make_random_model.py trains, saved like a hub
-    checkpoint (bf16 on a GPU, float32 on a CPU)."""
+    """A random-weight Llama of `shape` with the tokenizer tools/make_random_model.py trains and a head of the tiny
+    preset's logit range, saved like a hub checkpoint (bf16 on a GPU, float32 on a CPU)."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -330,9 +330,10 @@ def build_llama(out: str, shape: dict, corpus: str) -> None:
     gpu = torch.cuda.is_available()
     with torch.device("cuda" if gpu else "cpu"):
         model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16 if gpu else torch.float32)
-    if not gpu:  # the tiny preset's head (see tools/make_random_model.py): LoRA can then move the label logits
-        with torch.no_grad():
-            model.get_output_embeddings().weight.normal_(0.0, TINY_HEAD_STD)
+    # the tiny preset's head range (tools/make_random_model.py): with the default init every probability is near 1/3
+    # and any two scorings agree; this spreads the label logits as the tiny preset's std-0.2 head does at hidden 128
+    with torch.no_grad():
+        model.get_output_embeddings().weight.normal_(0.0, TINY_HEAD_STD * (128 / config.hidden_size) ** 0.5)
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -462,8 +463,9 @@ class Features:
         out = self.infer(name, "--adapter", run, "--data_file", data)
         predictions = read_probabilities(out, n_labels)
         oof = read_probabilities(os.path.join(run, "oof.csv"), n_labels)
+        values = [p for probs in oof.values() for p in probs]
         return compare({i: predictions[i] for i in oof if i in predictions}, oof, self.tolerance(run),
-                       "infer.py --adapter against oof.csv")
+                       "infer.py --adapter against oof.csv") + f"; oof.csv spans {min(values):.3f}-{max(values):.3f}"
 
     def trained(self, name: str, *flags, model: str = "llama", expect: str = "") -> str:
         offset = log_size(self.log)
