@@ -2,14 +2,13 @@
 on retries), and `infer.py --adapter RUN --model BASE` puts the adapter on a local copy of its base after checking
 that the copy is the same kind of model."""
 
-import http.server
 import json
 import shutil
-import threading
 
 import numpy as np
 import pytest
 
+from bench.gpu_check import HubRecorder
 from conftest import check, read_probabilities, run_cli, run_scripts
 
 pytestmark = pytest.mark.slow  # trains models or starts processes: not in `make test-quick`
@@ -20,25 +19,9 @@ ONLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # left out: the scripts mus
 @pytest.fixture
 def fake_hub():
     """A local HTTP server standing in for the model hub (HF_ENDPOINT): it records every request and answers 404."""
-    requests = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def answer(self):
-            requests.append(f"{self.command} {self.path}")
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_HEAD = do_POST = answer
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}"}
-    yield env, requests
-    server.shutdown()
+    hub = HubRecorder()
+    yield {"HF_ENDPOINT": hub.url}, hub.requests
+    hub.server.shutdown()
 
 
 def moved_run(trained_run, tmp_path):
