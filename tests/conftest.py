@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.gpu_check import same_result_tolerance  # noqa: E402,F401  (one rule for the tests and the GPU check)
+
 
 # seconds a script may run; raise it on a slow or busy machine (the demo training takes about a minute on 2 idle cores)
 SCRIPT_TIMEOUT = int(os.environ.get("ARENA_TEST_TIMEOUT", "600"))
@@ -74,15 +76,6 @@ def run_scripts(*commands, env=None, unset=()):
     """Several scripts (each a tuple: script, args...) in one new process, in turn (tests/run_scripts.py)."""
     args = [part for k, command in enumerate(commands) for part in (["--then"] if k else []) + list(command)]
     return run_script("tests/run_scripts.py", *args, env=env, unset=unset)
-
-
-def same_result_tolerance(dtype) -> float:
-    """How far two evaluation orders of one computation (batch shapes, padding) may move a probability: ten times the
-    dtype's decimal resolution (torch.finfo: float32 1e-6, bfloat16 1e-2), so 1e-5 in float32 and 0.1 in bfloat16.
-    Measured on the tiny model: float32 2.3e-6, bfloat16 4.8e-3 (the GPU showed 0.05-0.06 on an 8B model in bf16)."""
-    import torch
-
-    return 10 * torch.finfo(dtype).resolution
 
 
 def read_rows(path):
