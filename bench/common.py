@@ -29,6 +29,17 @@ from data.make_demo_data import SUBJECTS, answer  # noqa: E402
 
 TEMPLATE = os.path.join(ROOT, "prompts", "two_conversations.txt")
 GIB = 2**30
+REAL_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "llmeval2.csv")  # human-judged battles, beside us
+REAL_MODEL = os.path.join(ROOT, "runs", "smollm2-135m-instruct")  # `make real-model`
+
+
+def check_real_inputs(name: str, data: str, model: str) -> None:
+    """Stops with one line when the real battles or the real model are missing."""
+    if not os.path.exists(data):
+        sys.exit(f"{name}: {data} not found (the LLMEval^2 battles live in ../shared/data, beside this checkout); "
+                 "give --data with an arena-layout file")
+    if not os.path.exists(os.path.join(model, "config.json")):
+        sys.exit(f"{name}: no model in {model}; build it with `make real-model`")
 
 
 # ---- synthetic battles

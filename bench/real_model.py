@@ -18,10 +18,12 @@ seeded draw of --train_rows for training and --heldout_rows held out (the same f
 - class head: AutoModelForSequenceClassification on the same model folder (a 3-way score head on the last token),
   LoRA on the same modules (peft) plus the trained head, the same rows, prompt, steps, batch, learning rate and
   schedule, a plain torch loop (here only: the product trains the label token).
-The seed sets the LoRA init and the data order. Every arm x seed result is saved as it finishes (RUNS/results.json)
-and reused on a rerun with the same settings; then bench/results/real_model_cpu.json and docs/real_model_cpu.png are
+Beside each arm's median and range over seeds: its log loss minus the prior's (and minus sft token's) on the same
+held-out rows, averaged over seeds, with a 95% bootstrap interval over the rows (the held-out sample's noise, not
+the seeds'). The seed sets the LoRA init and the data order. Every arm x seed result is saved as it finishes
+(RUNS/results.json) and reused on a rerun with the same settings; then bench/results/real_model_cpu.json and docs/real_model_cpu.png are
 written. The model's float32 weights are used (--load_in_4bit false: the GGUF's own values; on a CPU as fast as
-NF4 for scoring and about twice as fast for training, docs/BENCHMARKS.md).
+NF4 for both scoring and training, bench/cpu_speed.py).
 """
 
 import argparse
@@ -33,6 +35,8 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_unsloth  # noqa: E402  (imports unsloth first)
 import infer  # noqa: E402
@@ -43,10 +47,8 @@ from arena.data import CLASS_NAMES, read_pairs  # noqa: E402
 from arena.io import atomic_open, write_json  # noqa: E402
 from arena.prompts import Renderer, read_template  # noqa: E402
 from arena.scoring import metrics, pair_sequences  # noqa: E402
-from bench.common import ROOT, read_json  # noqa: E402
+from bench.common import REAL_DATA, REAL_MODEL, ROOT, check_real_inputs, read_json  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "llmeval2.csv")
-MODEL = os.path.join(ROOT, "runs", "smollm2-135m-instruct")
 SFT = {"sft token": [], "sft label": ["--loss", "label"], "label head": ["--label_head"],
        "swap": ["--swap_augment"]}
 ARMS = ["prior", "longer", "zero-shot plain", "zero-shot chat", *SFT, "tta", "class head"]
@@ -91,6 +93,53 @@ def write_split(data: str, ids: list[str], train_rows: int, heldout_rows: int, f
     return os.path.join(folder, "train.csv"), os.path.join(folder, "heldout.csv")
 
 
+# ---- per-row predictions (for paired comparisons between arms on the same rows)
+
+
+PREDICTION_COLUMNS = ["winner_model_a", "winner_model_b", "winner_tie"]
+
+
+def predictions_file(folder: str, arm: str, seed: int) -> str | None:
+    """Where an arm's held-out probabilities are (infer.py's output file, or the class head's own); None for the
+    arms computed in the report (prior, longer)."""
+    if arm.startswith("zero-shot"):
+        return os.path.join(folder, arm.replace(" ", "-"), "heldout.csv")
+    if arm == "class head":
+        return os.path.join(folder, f"seed{seed}", "class-head", "heldout.csv")
+    if arm == "tta":
+        return os.path.join(folder, f"seed{seed}", "sft-token", "heldout-tta.csv")
+    if arm in SFT:
+        return os.path.join(folder, f"seed{seed}", arm.replace(" ", "-"), "heldout.csv")
+    return None
+
+
+def write_probabilities(path: str, ids: list[str], probs) -> None:
+    import csv
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_open(path) as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", *PREDICTION_COLUMNS])
+        writer.writerows([i, *map(repr, map(float, row))] for i, row in zip(ids, probs))
+
+
+def row_losses(path: str, heldout) -> "np.ndarray":
+    """Each held-out row's negative log probability of its label, from a probabilities file, in `heldout`'s order."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        probs = {r["id"]: [float(r[c]) for c in PREDICTION_COLUMNS] for r in csv.DictReader(f)}
+    return np.array([-np.log(max(probs[p.id][p.label], 1e-15)) for p in heldout])
+
+
+def paired(losses: "np.ndarray", reference: "np.ndarray", draws: int = 2000) -> dict:
+    """Mean per-row log loss difference (arm - reference) on the same rows, with a 95% bootstrap interval over rows."""
+    diff = losses - reference
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (draws, len(diff)))].mean(1)
+    return {"mean": float(diff.mean()), "low": float(np.quantile(means, 0.025)), "high": float(np.quantile(means, 0.975))}
+
+
 # ---- arms without a language model
 
 
@@ -104,7 +153,8 @@ def prior(train, heldout) -> dict:
     import numpy as np
 
     counts = np.bincount(labels_of(train), minlength=3) + 1.0  # add-one: no class has probability 0
-    return metrics(np.tile(counts / counts.sum(), (len(heldout), 1)), labels_of(heldout))
+    probs = np.tile(counts / counts.sum(), (len(heldout), 1))
+    return {**metrics(probs, labels_of(heldout)), "probs": probs}
 
 
 def length_features(pairs) -> "torch.Tensor":
@@ -135,7 +185,7 @@ def longer(train, heldout) -> dict:
     optimizer.step(loss)
     with torch.no_grad():
         probs = torch.softmax(length_features(heldout) @ weights, -1).numpy()
-    return {**metrics(probs, labels_of(heldout)), "weights": weights.detach().tolist()}
+    return {**metrics(probs, labels_of(heldout)), "weights": weights.detach().tolist(), "probs": probs}
 
 
 # ---- arms on the model
@@ -157,7 +207,7 @@ def train(argv: list[str]) -> float:
     return time.time() - began
 
 
-def class_head(model_dir: str, train_file: str, heldout_file: str, s: dict, seed: int) -> dict:
+def class_head(model_dir: str, train_file: str, heldout_file: str, s: dict, seed: int, out: str) -> dict:
     """The classification-head baseline: LoRA (peft, the SFT arms' rank, alpha and modules) plus a trained 3-way
     score head on the last prompt token, the same rendered prompt (without the label), rows, steps, batch, learning
     rate and schedule as the SFT arms; float32."""
@@ -208,23 +258,24 @@ def class_head(model_dir: str, train_file: str, heldout_file: str, s: dict, seed
         for start in range(0, len(held), 8):
             ids, mask = batch(held[start:start + 8])
             probs.append(torch.softmax(model(input_ids=ids, attention_mask=mask).logits.double(), -1).numpy())
-    return {**metrics(np.concatenate(probs), labels_of(heldout_pairs)), "train_seconds": train_seconds}
+    probs = np.concatenate(probs)
+    write_probabilities(out, [p.id for p in heldout_pairs], probs)
+    return {**metrics(probs, labels_of(heldout_pairs)), "train_seconds": train_seconds}
 
 
 def run_arm(arm: str, seed: int, s: dict, folder: str, train_file: str, heldout_file: str) -> dict:
     """One arm x seed: its held-out metrics."""
     train_pairs, heldout_pairs = read_pairs(train_file), read_pairs(heldout_file)
-    if arm == "prior":
-        return prior(train_pairs, heldout_pairs)
-    if arm == "longer":
-        return longer(train_pairs, heldout_pairs)
+    if arm in ("prior", "longer"):
+        result = (prior if arm == "prior" else longer)(train_pairs, heldout_pairs)
+        return {k: v for k, v in result.items() if k != "probs"}
     common = ["--data_file", heldout_file, "--max_length", str(s["max_length"])]
     if arm.startswith("zero-shot"):
         chat = "true" if arm == "zero-shot chat" else "false"
         return score(["--model", s["model"], "--chat_template", chat, *common],
                      os.path.join(folder, arm.replace(" ", "-"), "heldout.csv"))
     if arm == "class head":
-        return class_head(s["model"], train_file, heldout_file, s, seed)
+        return class_head(s["model"], train_file, heldout_file, s, seed, predictions_file(folder, arm, seed))
     sft = "sft token" if arm == "tta" else arm
     run = os.path.join(folder, f"seed{seed}", sft.replace(" ", "-"))
     train_seconds = None
@@ -249,11 +300,17 @@ def summary(values: list[float]) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| arm | held-out log loss: median (range) | accuracy: median (range) | seeds |", "|---|---|---|---|"]
+    def diff(a, reference):
+        d = a.get(f"vs {reference}")
+        return f"{d['mean']:+.4f} ({d['low']:+.4f} to {d['high']:+.4f})" if d else ""
+
+    lines = ["| arm | held-out log loss: median (range) | accuracy: median (range) | seeds | log loss minus the "
+             "prior's, same rows (95% interval) | minus sft token's |", "|---|---|---|---|---|---|"]
     for a in result["arms"]:
         ll, acc = a["log_loss"], a["accuracy"]
         lines.append(f"| {a['name']} | {ll['median']:.4f} ({ll['min']:.4f}-{ll['max']:.4f}) | {acc['median']:.3f} "
-                     f"({acc['min']:.3f}-{acc['max']:.3f}) | {len(a['per_seed'])} |")
+                     f"({acc['min']:.3f}-{acc['max']:.3f}) | {len(a['per_seed'])} | {diff(a, 'prior')} | "
+                     f"{diff(a, 'sft token')} |")
     return "\n".join(lines)
 
 
@@ -288,8 +345,8 @@ def plot(result: dict, path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=DATA)
-    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--data", default=REAL_DATA)
+    parser.add_argument("--model", default=REAL_MODEL)
     parser.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--train_rows", type=int, default=160)
@@ -307,11 +364,7 @@ def main() -> None:
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results", "real_model_cpu.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "real_model_cpu.png"))
     args = parser.parse_args()
-    if not os.path.exists(args.data):
-        sys.exit(f"real-model benchmark: {args.data} not found (the LLMEval^2 battles live in ../shared/data, beside "
-                 "this checkout); give --data")
-    if not os.path.exists(os.path.join(args.model, "config.json")):
-        sys.exit(f"real-model benchmark: no model in {args.model}; build it with `make real-model`")
+    check_real_inputs("real-model benchmark", args.data, args.model)
     os.chdir(ROOT)  # the prompts are named relative to the project
     settings = {key: getattr(args, key) for key in ("model", "train_rows", "heldout_rows", "max_length", "max_steps",
                                                      "batch_size", "learning_rate", "lr_scheduler_type",
@@ -349,10 +402,24 @@ def main() -> None:
         "arms": [], "wall_seconds_this_call": time.time() - start, "command": "python " + " ".join(sys.argv),
         "runs_folder": os.path.relpath(folder, ROOT),
     }
+    heldout_pairs, train_pairs = read_pairs(heldout_file), read_pairs(train_file)
+    losses = {}  # arm: per-row log loss, averaged over seeds
     for arm in args.arms:
         runs = [done[arm]] if arm in DETERMINISTIC else [done[f"{arm}/seed{s}"] for s in args.seeds]
+        if arm in ("prior", "longer"):
+            probs = (prior if arm == "prior" else longer)(train_pairs, heldout_pairs)["probs"]
+            losses[arm] = -np.log(probs[np.arange(len(heldout)), heldout])
+        else:
+            seeds = [None] if arm in DETERMINISTIC else args.seeds
+            files = [predictions_file(folder, arm, s) for s in seeds]
+            if all(os.path.exists(f) for f in files):
+                losses[arm] = np.mean([row_losses(f, heldout_pairs) for f in files], axis=0)
         result["arms"].append({"name": arm, "per_seed": runs,
                                **{k: summary([r[k] for r in runs]) for k in ("log_loss", "accuracy")}})
+    for a in result["arms"]:
+        for reference in ("prior", "sft token"):
+            if a["name"] in losses and reference in losses and a["name"] != reference:
+                a[f"vs {reference}"] = paired(losses[a["name"]], losses[reference])
     write_json(args.results, result)
     plot(result, args.plot)
     print(table(result))
