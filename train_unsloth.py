@@ -30,7 +30,6 @@ import unsloth  # noqa: F401  (first: unsloth patches transformers and trl on im
 from unsloth import FastLanguageModel
 
 import os
-import shutil
 import sys
 from dataclasses import replace
 
@@ -39,21 +38,22 @@ from accelerate.utils import release_memory
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from arena.assessment import assess, write_metrics
 from arena.calibration import RowFlags, learn_priors
-from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings, save_config
-from arena.crossval import assess, fold_finished, fold_folder, summarize
-from arena.data import BadRows, DataError, check_label_count, split_data, swap_augment
-from arena.io import atomic_open, write_json
-from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
+from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, config_yaml, parse_settings
+from arena.crossval import fold_finished, summarize
+from arena.data import BadRows, check_label_count, split_data
+from arena.errors import DataError
 from arena.label_head import attach_label_head
+from arena.loading import adapters_to_float32, base_facts, load_model, local_only, precision
+from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
+from arena.predictions import Heldout, teacher_probs
+from arena.processes import process_state
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
-from arena.run import (
-    BASE_MODEL_FILE, adapters_to_float32, add_bayes_limit, base_facts, heldout_columns, latest_checkpoint, load_model,
-    local_only, precision, process_state, read_predictions, teacher_probs, versions, write_predictions,
-)
-from arena.scoring import metrics, probabilities, score_logits
-
+from arena.run_folder import BAD_ROWS, METRICS, OOF, fold_folder, latest_checkpoint, path, save_run
+from arena.scoring import probabilities, score_logits
+from arena.swap import swap_augment
 
 def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
     if data_args.dry_run and data_args.fold == "all":
@@ -74,7 +74,7 @@ def train_all_folds(data_args: DataArgs, model_args: ModelArgs, score_args: Scor
         folder = fold_folder(args.output_dir, k)
         state.wait_for_everyone()
         if fold_finished(folder, k, folds):
-            state.print(f"fold {k}: finished ({folder}/metrics.json), skipped")
+            state.print(f"fold {k}: finished ({path(folder, METRICS)}), skipped")
             continue
         state.print(f"fold {k} of {data_args.n_folds}: training into {folder}")
         resume = args.resume_from_checkpoint
@@ -84,11 +84,7 @@ def train_all_folds(data_args: DataArgs, model_args: ModelArgs, score_args: Scor
                    replace(args, output_dir=folder, resume_from_checkpoint=resume))
         release_memory()
     if state.is_main_process:
-        cv = summarize(args.output_dir, data_args.n_folds, args.seed)
-        bayes = f", Bayes limit {cv['bayes_limit']:.4f}" if "bayes_limit" in cv else ""
-        state.print(f"CV over {data_args.n_folds} folds: log loss {cv['log_loss']:.4f} "
-                    f"({cv['calibration']['log_loss_after']:.4f} calibrated{bayes}), accuracy {cv['accuracy']:.3f}, "
-                    f"n {cv['n']}  ({args.output_dir}/metrics.json, oof.csv)")
+        summarize(args.output_dir, data_args.n_folds, args.seed, log=state.print)
 
 
 def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
@@ -113,8 +109,8 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
     for name, count in split.counts.items():
         log(f"{name}: {count}")
     if data_args.on_bad_row == "skip" and state.is_main_process:
-        bad_rows.write(os.path.join(run, "bad_rows.csv"))  # written even when empty: the record of this run
-        log(f"skipped rows are listed in {run}/bad_rows.csv")
+        bad_rows.write(path(run, BAD_ROWS))  # written even when empty: the record of this run
+        log(f"skipped rows are listed in {path(run, BAD_ROWS)}")
 
     # ---- model and prompt (a dry run needs only the tokenizer)
     if data_args.dry_run:
@@ -157,11 +153,8 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
     # ---- save
     trainer.save_model(run)
     if state.is_main_process:
-        save_config(os.path.join(run, "config.yaml"), data_args, model_args, score_args, args)
-        shutil.copyfile(data_args.prompt_template, os.path.join(run, "prompt.txt"))
-        write_json(os.path.join(run, "versions.json"), versions())
-        write_folds(os.path.join(run, "folds.csv"), split.folds)
-        write_json(os.path.join(run, BASE_MODEL_FILE), base_facts(model.config))
+        save_run(run, config_yaml(data_args, model_args, score_args, args), data_args.prompt_template, split.folds,
+                 base_facts(model.config))
 
     # ---- same-model scoring of the held-out fold
     if not split.heldout:
@@ -171,10 +164,14 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     FastLanguageModel.for_inference(model)
     logits = score_logits(model, renderer, split.heldout, score_args.score_max_tokens, score_args.tta, state)
-    probs = probabilities(logits)
-    labels = np.array([p.label for p in split.heldout])
-    result_metrics = {
-        **metrics(probs, labels),
+    if not state.is_main_process:
+        return
+    heldout = Heldout.of_pairs(split.heldout, renderer.render_many(split.heldout), logits, probabilities(logits))
+    heldout.write(path(run, OOF))  # an output: what follows uses `heldout` in memory
+    train_labels = np.array([p.label for p in split.train])
+    priors = learn_priors(train_labels, RowFlags.of_pairs(split.train), heldout.probs.shape[1]) \
+        if args.degenerate_priors else {}
+    extra = {
         "fold": data_args.fold,
         "world_size": state.num_processes,
         "train_rows": len(split.train),
@@ -182,22 +179,11 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
         "train_seconds": result.metrics["train_runtime"],
         "tta": score_args.tta,
         **precision(model),
+        **assess(run, heldout, priors, args.seed),
     }
-    bayes = add_bayes_limit(result_metrics, split.heldout)
-    if state.is_main_process:
-        oof = os.path.join(run, "oof.csv")
-        write_predictions(oof, split.heldout, probs,
-                          heldout_columns(split.heldout, renderer.render_many(split.heldout), logits))
-        train_labels = np.array([p.label for p in split.train])
-        priors = learn_priors(train_labels, RowFlags.of_pairs(split.train), probs.shape[1]) \
-            if score_args.degenerate_priors else {}
-        result_metrics.update(assess(run, read_predictions(oof), priors, args.seed))
-        write_json(os.path.join(run, "metrics.json"), result_metrics)  # last: a fold with it is finished
-        log(f"held-out fold {data_args.fold}: log loss {result_metrics['log_loss']:.4f}{bayes} "
-            f"({result_metrics['calibration']['log_loss_after']:.4f} calibrated, temperature "
-            f"{result_metrics['calibration']['temperature']:.3f}), accuracy {result_metrics['accuracy']:.3f}, "
-            f"n {result_metrics['n']}  ({run}/metrics.json)")
-
+    # metrics.json last: a fold with it is finished
+    write_metrics(path(run, METRICS), heldout.probs, heldout.labels, extra, split.heldout,
+                  title=f"held-out fold {data_args.fold}: ", log=log)
 
 def training_pairs(split, data_args: DataArgs, swap: bool, bad_rows: BadRows):
     """The training pairs and their teacher probabilities (None without --teacher_file), with every pair also
@@ -232,12 +218,6 @@ def resume_path(value, run: str):
     if not os.path.isdir(value):
         raise DataError(f"{value}: no such checkpoint folder")
     return value
-
-
-def write_folds(path: str, folds: list[tuple[str, int]]) -> None:
-    with atomic_open(path) as f:
-        f.write("id,fold\n")
-        f.writelines(f"{row_id},{fold}\n" for row_id, fold in folds)
 
 
 if __name__ == "__main__":
