@@ -1,4 +1,4 @@
-"""Score chatbot battles with a fine-tuned adapter (or several, an ensemble; or a base model, zero-shot) and write a
+"""Score chatbot battles with a trained run (or several: an ensemble; or a model alone: zero-shot) and write a
 submission.
 
     python infer.py --adapter runs/demo --data_file data/demo/test.csv --output_file submission.csv
@@ -8,19 +8,10 @@ submission.
     python infer.py --model runs/demo-model --data_file data/demo/train.csv --output_file zero_shot.csv
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml infer.py --adapter ... --data_file ...
 
-With --adapter the base model, its 4-bit setting, prompt template, labels, budget, dtype, chat-template setting and
-label head are those the run was trained with (read from the run folder), and the run's calibration.json
-(temperature, priors) is applied unless --no_calibration; --temperature overrides its temperature. Several adapters
-on one base share one load of it; their probabilities are combined (--combine prob|logprob, --weights). --model with
---adapter puts the adapters on that base instead (a local copy of the same model: its architecture and sizes are
-checked against each run's base_model.json before any weight is loaded). With --model alone, the template, labels,
-budget and calibration are the folder's when it has them (a merged export: tools/merge_adapter.py), and the prompt
-goes into the tokenizer's chat template when it has one (--chat_template false: the plain prompt). The output is
-`id,winner_model_a,winner_model_b,winner_tie`, written atomically; a run of two labels (two-way data, the WSDM Cup
-layout) writes `id,winner_model_a,winner_model_b` and, beside it, the competition's submission `id,winner` (model_a
-or model_b, the more probable) as `<output>_winner.csv` (submission.csv -> submission_winner.csv). When the data has
-labels, metrics.json is written next to it and the log loss and accuracy printed. With --on_bad_row skip, the
-skipped rows are listed in `<output>.bad_rows.csv` beside it (submission.csv -> submission.bad_rows.csv).
+Each member is scored with the settings it was trained with (read from its folder; a flag overrides them) and its
+calibration.json, unless --no_calibration. Writes `id,winner_model_a,winner_model_b,winner_tie` atomically
+(two-way: `id,winner_model_a,winner_model_b` and `<output>_winner.csv`); on labelled data also metrics.json beside
+it, and prints the log loss. Details: docs/evaluation.md.
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers on import)

@@ -1,29 +1,14 @@
-"""Fine-tune a causal LM to predict which of two chatbot answers a human preferred, with unsloth QLoRA.
+"""Fine-tune a causal LM (unsloth, LoRA) to predict which of two chatbot answers a human preferred, and score the
+held-out fold with the trained model.
 
-The model reads a prompt showing both conversations and learns the next token: " A", " B" or " Tie" (two-way data,
-the WSDM Cup layout: `--labels " A" " B"`). Only that label token carries loss. After training, the same model (in
-inference mode) scores the held-out fold.
-
-    python train_unsloth.py --config configs/demo.yaml
+    python train_unsloth.py --config configs/demo.yaml                       # train, score fold 0, calibrate
     python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --fold 0
-    python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --dry_run
+    python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --dry_run  # data only
     python train_unsloth.py --config configs/demo.yaml --fold all --output_dir runs/demo-cv   # every fold: CV
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml train_unsloth.py --config ...
 
-Every setting is a flag (`--learning_rate 1e-4`) or a key in the --config YAML; see arena/config.py and trl's
-SFTConfig. The run folder (--output_dir) gets: the LoRA adapter and tokenizer, config.yaml, prompt.txt,
-folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; label_head.safetensors with
---label_head; bad_rows.csv with --on_bad_row skip; only lengths.png (and bad_rows.csv) with --dry_run, which loads
-the tokenizer alone and trains nothing. After scoring the held-out fold it fits a temperature (and with
---degenerate_priors, priors for one_empty and identical rows) on it, stored in calibration.json, and draws
-reliability.png, confusion.png and subgroups.png.
-`--fold all` trains the folds in turn into fold-<k>/ run folders, then writes one oof.csv and the CV metrics.json.
-
-The recipe's options (arena/losses.py): --loss label trains the cross-entropy over the label tokens' logits only;
---swap_augment adds every training pair with A and B swapped, batched next to the original; --teacher_file F
-(another run's oof.csv, a submission, the demo's truth.csv; several are averaged) distills its probabilities with
---distill_alpha and --distill_temperature. On the demo data (a truth.csv beside it) the held-out score is printed
-with its Bayes limit, the best score possible.
+Writes the run folder (--output_dir; its files: arena/run_folder.py) and prints the held-out log loss. Every
+setting is a flag or a key of the --config YAML (arena/config.py, trl's SFTConfig); the options: README.md.
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers and trl on import)

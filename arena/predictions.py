@@ -22,7 +22,9 @@ from arena.io import atomic_open
 from arena.prompts import Rendered
 from arena.swap import VIEWS
 
-FACTS = ("turns", "dropped_turns", "shortened_texts", "tokens")  # what fitting the budget did to each row
+# what fitting the budget did to each row: oof.csv's column, and the `Rendered` field it comes from
+FACTS = {"turns": "turns", "dropped_turns": "dropped_turns", "shortened_texts": "shortened_texts",
+         "tokens": "full_length"}
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Heldout:
     def of_pairs(cls, pairs: list[Pair], rendered: list[Rendered], logits: np.ndarray, probs: np.ndarray) -> Heldout:
         flags = RowFlags.of_pairs(pairs)
         facts = {"one_empty": flags.empty_side >= 0, "identical": flags.identical,
-                 **{name: np.array([getattr(r, name) for r in rendered], dtype=int) for name in FACTS}}
+                 **{name: np.array([getattr(r, field) for r in rendered], dtype=int) for name, field in FACTS.items()}}
         return cls([p.id for p in pairs], probs, logits, np.array([p.label for p in pairs]), flags, facts)
 
     @classmethod

@@ -84,3 +84,18 @@ def test_infer_takes_the_chat_template_flag_bare_from_the_command_line():
                      "--data_file", "x.csv")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: --temperature")
+
+
+def test_padding_free_with_a_label_head_and_the_token_loss_stops(tmp_path):
+    """--label_head with --loss token trains on padded batches: asking for padding-free batches is an error, not
+    silently undone."""
+    import torch
+
+    from arena.losses import ArenaTrainer
+
+    model = torch.nn.Linear(2, 2)
+    model.label_head = torch.nn.Linear(2, 2)
+    args = TrainConfig(output_dir=str(tmp_path), loss="token")
+    args.padding_free = True  # as --padding_free true stays on a GPU (unsloth's CPU backend turns it off)
+    with pytest.raises(DataError, match="--label_head with --loss token trains on padded batches"):
+        ArenaTrainer(model=model, args=args, train_dataset=None, processing_class=None, label_ids=[0, 1])
