@@ -62,7 +62,9 @@ class InferArgs:
                           f"{ZERO_SHOT_TEMPLATE}."},
     )
     labels: list[str] | None = field(default=None, metadata={"help": "Default: the run's, else ' A' ' B' ' Tie'."})
-    max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
+    max_length: int | None = field(
+        default=None, metadata={"help": f"Token budget; default: the run's, else {DEFAULT_MAX_LENGTH}."}
+    )
     dtype: str | None = field(default=None, metadata={"help": DTYPE_HELP + " Default: the run's, else auto."})
     chat_template: bool | None = field(
         default=None,
@@ -147,7 +149,8 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
         raise DataError("--temperature replaces the runs' fitted temperature, --no_calibration leaves calibration "
                         "out: give one of them")
     # run folders, or a model folder with a run's prompt.txt and config.yaml beside it (tools/merge_adapter.py)
-    members = [Member.resolve(args, m) for m in (run_folders(args.adapter) if args.adapter else [args.model_name_or_path])]
+    folders = run_folders(args.adapter) if args.adapter else [args.model_name_or_path]
+    members = [Member.resolve(args, m) for m in folders]
     base = args.model_name_or_path if args.adapter else None
     for member in members if base else []:
         check_base(member.folder, base)  # each adapter, before any weight is loaded
@@ -216,7 +219,8 @@ def score_member(model, tokenizer, member: Member, pairs, score_args: ScoreArgs,
     which with the member's settings names the cached batches."""
     chat = member.uses_chat_template(tokenizer)
     renderer = Renderer(tokenizer, member.template[1], member.labels, member.max_length, chat)
-    state.print(f"{member.folder}: prompt {member.template[0]}" + (", in the tokenizer's chat template" if chat else ""))
+    in_chat = ", in the tokenizer's chat template" if chat else ""
+    state.print(f"{member.folder}: prompt {member.template[0]}{in_chat}")
     if load_label_head(model, member.folder, renderer.label_ids, member.label_head):
         state.print(f"{member.folder}: label head {os.path.join(member.folder, LABEL_HEAD_FILE)}")
     cache_folder, *loaded = cache

@@ -60,7 +60,9 @@ def label_rows(model, label_ids: list[int], positions):
         base.set_output_embeddings(head)
 
 
-def trained_label_logits(model, inputs: dict, label_ids: list[int], unwrapped=None) -> tuple[torch.Tensor, torch.Tensor]:
+def trained_label_logits(
+    model, inputs: dict, label_ids: list[int], unwrapped=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(`label_logits` [N, len(label_ids)], class index [N]) of the N trained label tokens in a batch, in batch order
     (padded rows, or one padding-free row). `model` is what the trainer calls (possibly DDP-wrapped), `unwrapped`
     the model inside it (whose label head applies)."""

@@ -42,7 +42,9 @@ def subgroups(facts: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
     return groups
 
 
-def subgroup_table(facts: dict[str, np.ndarray], before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> list[dict]:
+def subgroup_table(
+    facts: dict[str, np.ndarray], before: np.ndarray, after: np.ndarray, labels: np.ndarray
+) -> list[dict]:
     """Log loss of every subgroup, before and after calibration (None for an empty subgroup)."""
     table = []
     for name, rows in subgroups(facts):
@@ -56,7 +58,9 @@ def subgroup_table(facts: dict[str, np.ndarray], before: np.ndarray, after: np.n
     return table
 
 
-def draw(folder: str, facts: dict[str, np.ndarray], before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> list[dict]:
+def draw(
+    folder: str, facts: dict[str, np.ndarray], before: np.ndarray, after: np.ndarray, labels: np.ndarray
+) -> list[dict]:
     """Writes the three pictures into `folder`; returns the subgroup table."""
     import matplotlib
 

@@ -114,7 +114,8 @@ class Renderer:
     """Renders Pairs to token ids for one tokenizer, template, label set and budget."""
 
     def __init__(
-        self, tokenizer, template: str, labels=DEFAULT_LABELS, max_length: int = DEFAULT_MAX_LENGTH, chat_template: bool = False
+        self, tokenizer, template: str, labels=DEFAULT_LABELS, max_length: int = DEFAULT_MAX_LENGTH,
+        chat_template: bool = False,
     ):
         template = template.strip() if chat_template else template.rstrip("\n")
         for name in ("{conversation_a}", "{conversation_b}"):
