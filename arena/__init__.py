@@ -11,10 +11,8 @@ one row from a CSV to a probability):
 - losses.py        training losses (token, label-only, distillation) and the SFTTrainer that computes them
 - scoring.py       length-sorted, token-budget batches; last-position label logits; log loss; the batch cache
 - calibration.py   a temperature on the label logits and priors for degenerate battles, fitted on held-out rows
-- predictions.py   predictions files (oof.csv, submissions, the two-way id,winner file, teacher targets) and
-                   `Heldout`, a run's held-out rows in memory
-- assessment.py    metrics, the demo's Bayes limit, the one function that computes, prints and writes them, and
-                   the held-out assessment (calibration and pictures)
+- predictions.py   predictions files (oof.csv, submissions, id,winner, teacher targets); `Heldout`, rows in memory
+- assessment.py    metrics and the Bayes limit, computed, printed and written in one place; calibration and pictures
 - pictures.py      reliability diagrams, confusion matrix and log loss by subgroup
 - crossval.py      --fold all: finished folds, and the CV summary of every fold
 - ensemble.py      combining several runs' probabilities (fitted weights), several adapters on one base
