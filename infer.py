@@ -1,4 +1,4 @@
-"""Score chatbot battles with a fine-tuned adapter (or several, an ensemble; or a base model, zero-shot) and write a
+"""Score chatbot battles with a trained run (or several: an ensemble; or a model alone: zero-shot) and write a
 submission.
 
     python infer.py --adapter runs/demo --data_file data/demo/test.csv --output_file submission.csv
@@ -8,19 +8,10 @@ submission.
     python infer.py --model runs/demo-model --data_file data/demo/train.csv --output_file zero_shot.csv
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml infer.py --adapter ... --data_file ...
 
-With --adapter the base model, its 4-bit setting, prompt template, labels, budget, dtype, chat-template setting and
-label head are those the run was trained with (read from the run folder), and the run's calibration.json
-(temperature, priors) is applied unless --no_calibration; --temperature overrides its temperature. Several adapters
-on one base share one load of it; their probabilities are combined (--combine prob|logprob, --weights). --model with
---adapter puts the adapters on that base instead (a local copy of the same model: its architecture and sizes are
-checked against each run's base_model.json before any weight is loaded). With --model alone, the template, labels,
-budget and calibration are the folder's when it has them (a merged export: tools/merge_adapter.py), and the prompt
-goes into the tokenizer's chat template when it has one (--chat_template false: the plain prompt). The output is
-`id,winner_model_a,winner_model_b,winner_tie`, written atomically; a run of two labels (two-way data, the WSDM Cup
-layout) writes `id,winner_model_a,winner_model_b` and, beside it, the competition's submission `id,winner` (model_a
-or model_b, the more probable) as `<output>_winner.csv` (submission.csv -> submission_winner.csv). When the data has
-labels, metrics.json is written next to it and the log loss and accuracy printed. With --on_bad_row skip, the
-skipped rows are listed in `<output>.bad_rows.csv` beside it (submission.csv -> submission.bad_rows.csv).
+Each member is scored with the settings it was trained with (read from its folder; a flag overrides them) and its
+calibration.json, unless --no_calibration. Writes `id,winner_model_a,winner_model_b,winner_tie` atomically
+(two-way: `id,winner_model_a,winner_model_b` and `<output>_winner.csv`); on labelled data also metrics.json beside
+it, and prints the log loss. Details: docs/evaluation.md.
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers on import)
@@ -29,27 +20,25 @@ from unsloth import FastLanguageModel
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from accelerate.utils import release_memory
 
+from arena.assessment import write_metrics
 from arena.calibration import Calibration, RowFlags
-from arena.config import (
-    DEFAULT_TEMPLATE, DTYPE_HELP, ZERO_SHOT_TEMPLATE, ListFlag, ScoreArgs, load_run_config, parse_settings,
-)
-from arena.data import BadRows, DataError, check_label_count, read_pairs
+from arena.config import DEFAULT_TEMPLATE, ZERO_SHOT_TEMPLATE, ListFlag, ScoreArgs, parse_settings
+from arena.data import BadRows, check_label_count, read_pairs
 from arena.ensemble import DEFAULT_METHOD, METHODS, add_adapters, by_base, combine, run_folders
-from arena.io import write_json
+from arena.errors import DataError
 from arena.label_head import FILE as LABEL_HEAD_FILE
 from arena.label_head import load_label_head
-from arena.prompts import DEFAULT_LABELS, Renderer, read_template
-from arena.run import (
-    add_bayes_limit, check_base, dtype_name, load_model, model_fingerprint, process_state, winners_file,
-    write_predictions, write_winners,
-)
-from arena.scoring import BatchCache, log_loss, metrics, probabilities, score_logits
-
+from arena.loading import DTYPE_HELP, check_base, dtype_name, load_model
+from arena.predictions import winners_file, write_predictions, write_winners
+from arena.processes import process_state
+from arena.prompts import DEFAULT_LABELS, DEFAULT_MAX_LENGTH, Renderer, read_template
+from arena.run_folder import METRICS, prompt_file, read_config
+from arena.scoring import BatchCache, log_loss, model_fingerprint, probabilities, score_logits
 
 @dataclass
 class InferArgs:
@@ -73,7 +62,9 @@ class InferArgs:
                           f"{ZERO_SHOT_TEMPLATE}."},
     )
     labels: list[str] | None = field(default=None, metadata={"help": "Default: the run's, else ' A' ' B' ' Tie'."})
-    max_length: int | None = field(default=None, metadata={"help": "Token budget; default: the run's, else 3072."})
+    max_length: int | None = field(
+        default=None, metadata={"help": f"Token budget; default: the run's, else {DEFAULT_MAX_LENGTH}."}
+    )
     dtype: str | None = field(default=None, metadata={"help": DTYPE_HELP + " Default: the run's, else auto."})
     chat_template: bool | None = field(
         default=None,
@@ -97,7 +88,8 @@ class InferArgs:
         default=False, metadata={"help": "The model's own probabilities: ignore the runs' calibration.json."}
     )
     temperature: float | None = field(
-        default=None, metadata={"help": "Use this temperature instead of the runs' fitted ones."}
+        default=None, metadata={"help": "Use this temperature instead of the runs' fitted ones (not with "
+                                        "--no_calibration)."}
     )
     combine: str = field(
         default=DEFAULT_METHOD, metadata={"help": f"How an ensemble combines: {' or '.join(METHODS)} (mean of the "
@@ -108,33 +100,73 @@ class InferArgs:
     )
 
 
+@dataclass
+class Member:
+    """One ensemble member (a run folder, or a model folder alone), resolved once from the flags and its folder:
+    what it is scored with and how its probabilities are calibrated."""
+
+    folder: str
+    run: dict  # its config.yaml ({} for a model without one)
+    template: tuple[str, str]  # (path, text)
+    labels: list[str]
+    max_length: int
+    chat_template: bool | None  # None: the tokenizer's chat template when it has one (a model alone)
+    label_head: bool  # trained with --label_head: label_head.safetensors must be there
+    calibration: Calibration | None
+    temperature: float | None  # --temperature: replaces the calibration's
+
+    @classmethod
+    def resolve(cls, args: "InferArgs", folder: str) -> "Member":
+        """Flags win; else the folder's own setting (config.yaml, prompt.txt, calibration.json); else the default."""
+        run = read_config(folder)
+        template = args.prompt_template or prompt_file(folder) or (DEFAULT_TEMPLATE if args.adapter
+                                                                    else ZERO_SHOT_TEMPLATE)
+        chat = args.chat_template if args.chat_template is not None else run.get("chat_template")
+        if chat is None and args.adapter:
+            chat = False
+        labels = list(args.labels or run.get("labels") or DEFAULT_LABELS)
+        return cls(folder, run, (template, read_template(template)), labels,
+                   args.max_length or run.get("max_length") or DEFAULT_MAX_LENGTH, chat, run.get("label_head", False),
+                   None if args.no_calibration else Calibration.load(folder), args.temperature)
+
+    def uses_chat_template(self, tokenizer) -> bool:
+        return self.chat_template if self.chat_template is not None else bool(tokenizer.chat_template)
+
+    def probabilities(self, logits: np.ndarray, pairs) -> np.ndarray:
+        """Its calibrated probabilities of [n, views, labels] logits (--temperature replaces a fitted temperature)."""
+        if self.calibration is None:  # --temperature still applies to a run without calibration.json
+            return probabilities(logits, self.temperature or 1.0)
+        return self.calibration.apply(logits, RowFlags.of_pairs(pairs), self.temperature)
+
+
 def main(args: InferArgs, score_args: ScoreArgs) -> None:
     state = process_state()
     if not args.adapter and not args.model_name_or_path:
         raise DataError("give --adapter RUN_FOLDER (one or more; and optionally --model BASE_MODEL), or --model alone")
     if not args.data_file:
         raise DataError("no data: give --data_file")
-    members = run_folders(args.adapter) if args.adapter else [args.model_name_or_path]
+    if args.no_calibration and args.temperature is not None:
+        raise DataError("--temperature replaces the runs' fitted temperature, --no_calibration leaves calibration "
+                        "out: give one of them")
     # run folders, or a model folder with a run's prompt.txt and config.yaml beside it (tools/merge_adapter.py)
-    runs = [load_run_config(m) for m in members]
-    templates = [(path, read_template(path)) for path in (template_file(args, m) for m in members)]  # stops early
+    folders = run_folders(args.adapter) if args.adapter else [args.model_name_or_path]
+    members = [Member.resolve(args, m) for m in folders]
     base = args.model_name_or_path if args.adapter else None
     for member in members if base else []:
-        check_base(member, base)  # each adapter, before any weight is loaded
+        check_base(member.folder, base)  # each adapter, before any weight is loaded
 
     bad_rows = BadRows()
-    pairs = read_pairs(args.data_file, args.on_bad_row, bad_rows, seed=runs[0].get("seed", 0))
+    pairs = read_pairs(args.data_file, args.on_bad_row, bad_rows, seed=members[0].run.get("seed", 0))
     if args.on_bad_row == "skip" and state.is_main_process:
         record = os.path.splitext(args.output_file)[0] + ".bad_rows.csv"
         bad_rows.write(record)  # written even when empty: the record of this run
         print(f"skipped {len(bad_rows)} bad rows, listed in {record}")
     if not pairs:
         raise DataError(f"{args.data_file}: no rows left to score")
-    label_texts = [member_labels(args, run) for run in runs]
-    if len({len(x) for x in label_texts}) > 1:
+    if len({len(m.labels) for m in members}) > 1:
         raise DataError("the ensemble's members differ in their number of labels: "
-                        + "; ".join(f"{m}: {x!r}" for m, x in zip(members, label_texts)))
-    check_label_count(pairs, label_texts[0])
+                        + "; ".join(f"{m.folder}: {m.labels!r}" for m in members))
+    check_label_count(pairs, members[0].labels)
 
     folder, name = os.path.split(os.path.abspath(args.output_file))
     cache_folder = os.path.join(folder, f".{name}.cache")
@@ -142,22 +174,24 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
         shutil.rmtree(cache_folder, ignore_errors=True)  # a fresh run: nothing stale is reused
     state.wait_for_everyone()
     member_probs, dtypes = [None] * len(members), set()
-    groups = [list(range(len(members)))] if base or not args.adapter else by_base(members)
+    groups = [list(range(len(members)))] if base or not args.adapter else by_base([m.folder for m in members])
     for group in groups:  # one load of each base model
-        dtype = args.dtype or runs[group[0]].get("dtype") or "auto"
-        group_args = replace(args, load_in_4bit=four_bit(args, runs[group[0]]))
-        model, tokenizer = load_model(members[group[0]], max(max_length(args, runs[i]) for i in group),
-                                      group_args.load_in_4bit, args.load_in_8bit, dtype=dtype, base=base)
+        first = members[group[0]].run
+        dtype = args.dtype or first.get("dtype") or "auto"
+        # --load_in_4bit, else the run's setting, else on
+        four_bit = args.load_in_4bit if args.load_in_4bit is not None else first.get("load_in_4bit", True)
+        model, tokenizer = load_model(members[group[0]].folder, max(members[i].max_length for i in group),
+                                      four_bit, args.load_in_8bit, dtype=dtype, base=base)
         dtypes.add(dtype_name(model.dtype))
-        names = add_adapters(model, [members[i] for i in group]) if args.adapter else [None]
+        names = add_adapters(model, [members[i].folder for i in group]) if args.adapter else [None]
         if len(group) > 1:
             state.print(f"{len(group)} adapters on one load of their base model")
         FastLanguageModel.for_inference(model)
         for i, adapter_name in zip(group, names):
             if adapter_name is not None:
                 model.set_adapter(adapter_name)
-            member_probs[i] = score_member(model, tokenizer, members[i], runs[i], templates[i], label_texts[i], pairs,
-                                           group_args, score_args, state, cache_folder, dtype)
+            cache = (cache_folder, four_bit, args.load_in_8bit, dtype, base)
+            member_probs[i] = score_member(model, tokenizer, members[i], pairs, score_args, state, cache)
         del model, tokenizer
         release_memory()  # before the next base is loaded
     probs = combine(member_probs, args.weights, args.combine)
@@ -171,62 +205,30 @@ def main(args: InferArgs, score_args: ScoreArgs) -> None:
         print(f"wrote {len(pairs)} winners (id,winner) to {winners_file(args.output_file)}")
     if all(p.label is not None for p in pairs):
         labels = np.array([p.label for p in pairs])
-        result = {**metrics(probs, labels), "tta": score_args.tta, "world_size": state.num_processes,
-                  "dtype": ",".join(sorted(dtypes))}
+        extra = {"tta": score_args.tta, "world_size": state.num_processes, "dtype": ",".join(sorted(dtypes))}
         if len(members) > 1:
-            result.update(combine=args.combine, weights=args.weights,
-                          members=[{"adapter": m, "log_loss": log_loss(p, labels)}
-                                   for m, p in zip(members, member_probs)])
-        bayes = add_bayes_limit(result, pairs)
-        path = os.path.join(folder, "metrics.json")
-        write_json(path, result)
-        print(f"log loss {result['log_loss']:.4f}{bayes}, accuracy {result['accuracy']:.3f}, n {result['n']}  ({path})")
+            extra.update(combine=args.combine, weights=args.weights,
+                         members=[{"adapter": m.folder, "log_loss": log_loss(p, labels)}
+                                  for m, p in zip(members, member_probs)])
+        write_metrics(os.path.join(folder, METRICS), probs, labels, extra, pairs)
 
 
-def max_length(args: InferArgs, run: dict) -> int:
-    return args.max_length or run.get("max_length") or 3072
-
-
-def four_bit(args: InferArgs, run: dict) -> bool:
-    """--load_in_4bit, else the run's setting, else on."""
-    return args.load_in_4bit if args.load_in_4bit is not None else run.get("load_in_4bit", True)
-
-
-def member_labels(args: InferArgs, run: dict) -> list[str]:
-    """--labels, else the run's, else the default three."""
-    return list(args.labels or run.get("labels") or DEFAULT_LABELS)
-
-
-def template_file(args: InferArgs, member: str) -> str:
-    """--prompt_template, else the folder's prompt.txt, else the default for a run or for zero-shot scoring."""
-    saved = os.path.join(member, "prompt.txt")
-    if args.prompt_template:
-        return args.prompt_template
-    return saved if os.path.exists(saved) else DEFAULT_TEMPLATE if args.adapter else ZERO_SHOT_TEMPLATE
-
-
-def score_member(model, tokenizer, member: str, run: dict, template: tuple[str, str], labels: list[str], pairs,
-                 args: InferArgs, score_args: ScoreArgs, state, cache_folder: str, dtype: str) -> np.ndarray:
-    """One model's probabilities of the pairs: its prompt (`template`: path and text), labels, budget, chat template
-    and label head, then its calibration (when its folder has them)."""
-    chat = args.chat_template
-    if chat is None:  # the run's setting; a model alone: the tokenizer's chat template when it has one
-        chat = run["chat_template"] if "chat_template" in run else not args.adapter and bool(tokenizer.chat_template)
-    renderer = Renderer(tokenizer, template[1], labels, max_length(args, run), chat)
-    state.print(f"{member}: prompt {template[0]}" + (", in the tokenizer's chat template" if chat else ""))
-    if load_label_head(model, member, renderer.label_ids, run.get("label_head", False)):
-        state.print(f"{member}: label head {os.path.join(member, LABEL_HEAD_FILE)}")
-    weights = (args.load_in_4bit, args.load_in_8bit)  # as loaded: four_bit() resolved
-    base = args.model_name_or_path if args.adapter else None
-    cache = BatchCache(cache_folder, model_fingerprint(member, *weights, dtype, base, chat, renderer.label_ids))
-    logits = score_logits(model, renderer, pairs, score_args.score_max_tokens, score_args.tta, state, cache)
-    if cache.reused:
-        print(f"process {state.process_index}: reused {cache.reused} finished batches, scored {cache.computed}")
-    calibration = None if args.no_calibration else Calibration.load(member)
-    if calibration is None:
-        return probabilities(logits, args.temperature or 1.0)
-    return calibration.apply(logits, RowFlags.of_pairs(pairs), args.temperature)
-
+def score_member(model, tokenizer, member: Member, pairs, score_args: ScoreArgs, state, cache: tuple) -> np.ndarray:
+    """One member's probabilities of the pairs: its prompt, labels, budget, chat template and label head, then its
+    calibration. `cache`: the batch cache's folder, then what the model was loaded with (4-bit, 8-bit, dtype, base),
+    which with the member's settings names the cached batches."""
+    chat = member.uses_chat_template(tokenizer)
+    renderer = Renderer(tokenizer, member.template[1], member.labels, member.max_length, chat)
+    in_chat = ", in the tokenizer's chat template" if chat else ""
+    state.print(f"{member.folder}: prompt {member.template[0]}{in_chat}")
+    if load_label_head(model, member.folder, renderer.label_ids, member.label_head):
+        state.print(f"{member.folder}: label head {os.path.join(member.folder, LABEL_HEAD_FILE)}")
+    cache_folder, *loaded = cache
+    batches = BatchCache(cache_folder, model_fingerprint(member.folder, *loaded, chat, renderer.label_ids))
+    logits = score_logits(model, renderer, pairs, score_args.score_max_tokens, score_args.tta, state, batches)
+    if batches.reused:
+        print(f"process {state.process_index}: reused {batches.reused} finished batches, scored {batches.computed}")
+    return member.probabilities(logits, pairs)
 
 if __name__ == "__main__":
     try:

@@ -1,36 +1,20 @@
-"""Fine-tune a causal LM to predict which of two chatbot answers a human preferred, with unsloth QLoRA.
+"""Fine-tune a causal LM (unsloth, LoRA) to predict which of two chatbot answers a human preferred, and score the
+held-out fold with the trained model.
 
-The model reads a prompt showing both conversations and learns the next token: " A", " B" or " Tie" (two-way data,
-the WSDM Cup layout: `--labels " A" " B"`). Only that label token carries loss. After training, the same model (in
-inference mode) scores the held-out fold.
-
-    python train_unsloth.py --config configs/demo.yaml
+    python train_unsloth.py --config configs/demo.yaml                       # train, score fold 0, calibrate
     python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --fold 0
-    python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --dry_run
+    python train_unsloth.py --config configs/llama3-8b-instruct.yaml --train_file train.csv --dry_run  # data only
     python train_unsloth.py --config configs/demo.yaml --fold all --output_dir runs/demo-cv   # every fold: CV
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml train_unsloth.py --config ...
 
-Every setting is a flag (`--learning_rate 1e-4`) or a key in the --config YAML; see arena/config.py and trl's
-SFTConfig. The run folder (--output_dir) gets: the LoRA adapter and tokenizer, config.yaml, prompt.txt,
-folds.csv, oof.csv (held-out predictions), metrics.json and versions.json; label_head.safetensors with
---label_head; bad_rows.csv with --on_bad_row skip; only lengths.png (and bad_rows.csv) with --dry_run, which loads
-the tokenizer alone and trains nothing. After scoring the held-out fold it fits a temperature (and with
---degenerate_priors, priors for one_empty and identical rows) on it, stored in calibration.json, and draws
-reliability.png, confusion.png and subgroups.png.
-`--fold all` trains the folds in turn into fold-<k>/ run folders, then writes one oof.csv and the CV metrics.json.
-
-The recipe's options (arena/losses.py): --loss label trains the cross-entropy over the label tokens' logits only;
---swap_augment adds every training pair with A and B swapped, batched next to the original; --teacher_file F
-(another run's oof.csv, a submission, the demo's truth.csv; several are averaged) distills its probabilities with
---distill_alpha and --distill_temperature. On the demo data (a truth.csv beside it) the held-out score is printed
-with its Bayes limit, the best score possible.
+Writes the run folder (--output_dir; its files: arena/run_folder.py) and prints the held-out log loss. Every
+setting is a flag or a key of the --config YAML (arena/config.py, trl's SFTConfig); the options: README.md.
 """
 
 import unsloth  # noqa: F401  (first: unsloth patches transformers and trl on import)
 from unsloth import FastLanguageModel
 
 import os
-import shutil
 import sys
 from dataclasses import replace
 
@@ -39,21 +23,22 @@ from accelerate.utils import release_memory
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from arena.assessment import assess, write_metrics
 from arena.calibration import RowFlags, learn_priors
-from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings, save_config
-from arena.crossval import assess, fold_finished, fold_folder, summarize
-from arena.data import BadRows, DataError, check_label_count, split_data, swap_augment
-from arena.io import atomic_open, write_json
-from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
+from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, config_yaml, parse_settings
+from arena.crossval import fold_finished, summarize
+from arena.data import BadRows, check_label_count, split_data
+from arena.errors import DataError
 from arena.label_head import attach_label_head
+from arena.loading import adapters_to_float32, base_facts, load_model, local_only, precision
+from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
+from arena.predictions import Heldout, teacher_probs
+from arena.processes import process_state
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
-from arena.run import (
-    BASE_MODEL_FILE, adapters_to_float32, add_bayes_limit, base_facts, heldout_columns, latest_checkpoint, load_model,
-    local_only, precision, process_state, read_predictions, teacher_probs, versions, write_predictions,
-)
-from arena.scoring import metrics, probabilities, score_logits
-
+from arena.run_folder import BAD_ROWS, METRICS, OOF, fold_folder, latest_checkpoint, path, save_run
+from arena.scoring import probabilities, score_logits
+from arena.swap import swap_augment
 
 def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
     if data_args.dry_run and data_args.fold == "all":
@@ -74,7 +59,7 @@ def train_all_folds(data_args: DataArgs, model_args: ModelArgs, score_args: Scor
         folder = fold_folder(args.output_dir, k)
         state.wait_for_everyone()
         if fold_finished(folder, k, folds):
-            state.print(f"fold {k}: finished ({folder}/metrics.json), skipped")
+            state.print(f"fold {k}: finished ({path(folder, METRICS)}), skipped")
             continue
         state.print(f"fold {k} of {data_args.n_folds}: training into {folder}")
         resume = args.resume_from_checkpoint
@@ -84,11 +69,7 @@ def train_all_folds(data_args: DataArgs, model_args: ModelArgs, score_args: Scor
                    replace(args, output_dir=folder, resume_from_checkpoint=resume))
         release_memory()
     if state.is_main_process:
-        cv = summarize(args.output_dir, data_args.n_folds, args.seed)
-        bayes = f", Bayes limit {cv['bayes_limit']:.4f}" if "bayes_limit" in cv else ""
-        state.print(f"CV over {data_args.n_folds} folds: log loss {cv['log_loss']:.4f} "
-                    f"({cv['calibration']['log_loss_after']:.4f} calibrated{bayes}), accuracy {cv['accuracy']:.3f}, "
-                    f"n {cv['n']}  ({args.output_dir}/metrics.json, oof.csv)")
+        summarize(args.output_dir, data_args.n_folds, args.seed, log=state.print)
 
 
 def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
@@ -113,8 +94,8 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
     for name, count in split.counts.items():
         log(f"{name}: {count}")
     if data_args.on_bad_row == "skip" and state.is_main_process:
-        bad_rows.write(os.path.join(run, "bad_rows.csv"))  # written even when empty: the record of this run
-        log(f"skipped rows are listed in {run}/bad_rows.csv")
+        bad_rows.write(path(run, BAD_ROWS))  # written even when empty: the record of this run
+        log(f"skipped rows are listed in {path(run, BAD_ROWS)}")
 
     # ---- model and prompt (a dry run needs only the tokenizer)
     if data_args.dry_run:
@@ -157,11 +138,8 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
     # ---- save
     trainer.save_model(run)
     if state.is_main_process:
-        save_config(os.path.join(run, "config.yaml"), data_args, model_args, score_args, args)
-        shutil.copyfile(data_args.prompt_template, os.path.join(run, "prompt.txt"))
-        write_json(os.path.join(run, "versions.json"), versions())
-        write_folds(os.path.join(run, "folds.csv"), split.folds)
-        write_json(os.path.join(run, BASE_MODEL_FILE), base_facts(model.config))
+        save_run(run, config_yaml(data_args, model_args, score_args, args), data_args.prompt_template, split.folds,
+                 base_facts(model.config))
 
     # ---- same-model scoring of the held-out fold
     if not split.heldout:
@@ -171,10 +149,14 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     FastLanguageModel.for_inference(model)
     logits = score_logits(model, renderer, split.heldout, score_args.score_max_tokens, score_args.tta, state)
-    probs = probabilities(logits)
-    labels = np.array([p.label for p in split.heldout])
-    result_metrics = {
-        **metrics(probs, labels),
+    if not state.is_main_process:
+        return
+    heldout = Heldout.of_pairs(split.heldout, renderer.render_many(split.heldout), logits, probabilities(logits))
+    heldout.write(path(run, OOF))  # an output: what follows uses `heldout` in memory
+    train_labels = np.array([p.label for p in split.train])
+    priors = learn_priors(train_labels, RowFlags.of_pairs(split.train), heldout.probs.shape[1]) \
+        if args.degenerate_priors else {}
+    extra = {
         "fold": data_args.fold,
         "world_size": state.num_processes,
         "train_rows": len(split.train),
@@ -182,22 +164,11 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
         "train_seconds": result.metrics["train_runtime"],
         "tta": score_args.tta,
         **precision(model),
+        **assess(run, heldout, priors, args.seed),
     }
-    bayes = add_bayes_limit(result_metrics, split.heldout)
-    if state.is_main_process:
-        oof = os.path.join(run, "oof.csv")
-        write_predictions(oof, split.heldout, probs,
-                          heldout_columns(split.heldout, renderer.render_many(split.heldout), logits))
-        train_labels = np.array([p.label for p in split.train])
-        priors = learn_priors(train_labels, RowFlags.of_pairs(split.train), probs.shape[1]) \
-            if score_args.degenerate_priors else {}
-        result_metrics.update(assess(run, read_predictions(oof), priors, args.seed))
-        write_json(os.path.join(run, "metrics.json"), result_metrics)  # last: a fold with it is finished
-        log(f"held-out fold {data_args.fold}: log loss {result_metrics['log_loss']:.4f}{bayes} "
-            f"({result_metrics['calibration']['log_loss_after']:.4f} calibrated, temperature "
-            f"{result_metrics['calibration']['temperature']:.3f}), accuracy {result_metrics['accuracy']:.3f}, "
-            f"n {result_metrics['n']}  ({run}/metrics.json)")
-
+    # metrics.json last: a fold with it is finished
+    write_metrics(path(run, METRICS), heldout.probs, heldout.labels, extra, split.heldout,
+                  title=f"held-out fold {data_args.fold}: ", log=log)
 
 def training_pairs(split, data_args: DataArgs, swap: bool, bad_rows: BadRows):
     """The training pairs and their teacher probabilities (None without --teacher_file), with every pair also
@@ -232,12 +203,6 @@ def resume_path(value, run: str):
     if not os.path.isdir(value):
         raise DataError(f"{value}: no such checkpoint folder")
     return value
-
-
-def write_folds(path: str, folds: list[tuple[str, int]]) -> None:
-    with atomic_open(path) as f:
-        f.write("id,fold\n")
-        f.writelines(f"{row_id},{fold}\n" for row_id, fold in folds)
 
 
 if __name__ == "__main__":

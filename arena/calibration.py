@@ -11,18 +11,18 @@ rows are split in two halves, and each half is calibrated with what was fitted o
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 
+from arena import run_folder
 from arena.data import Pair
 from arena.io import write_json
-from arena.scoring import log_loss, probabilities, swap_back
+from arena.scoring import log_loss, probabilities
+from arena.swap import label_order, swap_columns
 
-CALIBRATION_FILE = "calibration.json"
 FLAGS = ("one_empty", "identical")
 MAX_TEMPERATURE = 100.0
 
@@ -68,11 +68,6 @@ class RowFlags:
         empty_side = np.array([p.empty_side for p in pairs], dtype=int)
         return cls(empty_side, np.array([p.identical for p in pairs], dtype=bool))
 
-    @classmethod
-    def of_predictions(cls, read) -> RowFlags:
-        """From an oof.csv read by `arena.run.read_predictions`."""
-        return cls(read.empty_side(), read.flags("identical"))
-
     def subset(self, rows: np.ndarray) -> RowFlags:
         return RowFlags(self.empty_side[rows], self.identical[rows])
 
@@ -95,7 +90,7 @@ class Prior:
         probs = np.tile(np.array(self.probs), (len(flags.identical), 1))
         if flag == "one_empty":
             b_empty = flags.empty_side == 1
-            probs[b_empty] = probs[b_empty][:, swap_back(probs.shape[1])]
+            probs[b_empty] = swap_columns(probs[b_empty])
         return probs
 
 
@@ -103,7 +98,7 @@ def learn_priors(labels: np.ndarray, flags: RowFlags, n_labels: int) -> dict[str
     """Priors from the training rows' labels for each flag that some training row has: label counts plus one
     (Laplace), normalised. `identical` is made symmetric in A and B; a B-empty row counts with its labels swapped."""
     priors = {}
-    swap = np.array(swap_back(n_labels))
+    swap = np.array(label_order(n_labels))
     for flag in FLAGS:
         rows = flags.mask(flag)
         if not rows.any():
@@ -147,16 +142,15 @@ class Calibration:
         return probs
 
     def save(self, folder: str) -> None:
-        write_json(os.path.join(folder, CALIBRATION_FILE), asdict(self))
+        write_json(run_folder.path(folder, run_folder.CALIBRATION), asdict(self))
 
     @classmethod
     def load(cls, folder: str) -> Calibration | None:
         """The run folder's calibration, or None when it has none (runs trained before calibration existed)."""
-        path = os.path.join(folder, CALIBRATION_FILE)
+        path = run_folder.path(folder, run_folder.CALIBRATION)
         if not os.path.exists(path):
             return None
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
+        saved = run_folder.read_json(path)
         return cls(saved["temperature"], {name: Prior(**prior) for name, prior in saved["priors"].items()})
 
 

@@ -14,9 +14,9 @@ import torch
 import yaml
 from trl import SFTConfig, TrlParser
 
-from arena.data import DataError
-from arena.prompts import DEFAULT_LABELS
-from arena.run import DTYPE_HELP, compute_dtype
+from arena.errors import DataError
+from arena.loading import DTYPE_HELP, compute_dtype
+from arena.prompts import DEFAULT_LABELS, DEFAULT_MAX_LENGTH
 
 DEFAULT_TEMPLATE = "prompts/two_conversations.txt"
 ZERO_SHOT_TEMPLATE = "prompts/zero_shot.txt"
@@ -48,7 +48,8 @@ class ModelArgs:
     label_head: bool = field(
         default=False,
         metadata={"help": "Train a scale and a bias on each label's logit too (arena/label_head.py); saved with the "
-                          "adapter. For tied-embedding models such as Gemma-2."},
+                          "adapter. For tied-embedding models such as Gemma-2. With --loss token, batches are padded "
+                          "(not padding-free; --padding_free true stops with an error)."},
     )
 
 
@@ -103,18 +104,13 @@ class ScoreArgs:
         default=16384, metadata={"help": "Scoring batch budget: rows x padded length, in tokens."}
     )
     tta: bool = field(default=False, metadata={"help": "Also score with A and B swapped and average."})
-    degenerate_priors: bool = field(
-        default=False,
-        metadata={"help": "Training: learn priors for one_empty and identical rows from the training labels, blended "
-                          "in with a weight fitted on the held-out rows (stored in calibration.json)."},
-    )
 
 
 @dataclass
 class TrainConfig(SFTConfig):
     """trl's SFTConfig with this project's defaults; `max_length` is the prompt budget, label included."""
 
-    max_length: int | None = field(default=3072, metadata={"help": "Token budget per row, label included."})
+    max_length: int | None = field(default=DEFAULT_MAX_LENGTH, metadata={"help": "Token budget per row, label included."})
     output_dir: str | None = field(default="runs/default", metadata={"help": "The run folder."})
     learning_rate: float = 2e-4
     logging_steps: float = 10
@@ -134,6 +130,11 @@ class TrainConfig(SFTConfig):
         default=0.5, metadata={"help": "With --teacher_file: weight of the hard-label loss; 1 - alpha goes to the KL."}
     )
     distill_temperature: float = field(default=1.0, metadata={"help": "With --teacher_file: the KL's temperature."})
+    degenerate_priors: bool = field(
+        default=False,
+        metadata={"help": "Learn priors for one_empty and identical rows from the training labels, blended in with a "
+                          "weight fitted on the held-out rows (stored in calibration.json; infer.py applies them)."},
+    )
 
     def __post_init__(self):
         # the trainer's mixed precision follows the compute dtype (set before SFTConfig derives its own from it)
@@ -149,22 +150,12 @@ class TrainConfig(SFTConfig):
         super().__post_init__()
 
 
-def save_config(path: str, *configs) -> None:
-    """The resolved settings of a run, one YAML mapping (what `--config` reads back)."""
-    from arena.io import write_text
-
+def config_yaml(*configs) -> str:
+    """The resolved settings of a run, one YAML mapping (what `--config` reads back; the run folder's config.yaml)."""
     merged = {}
     for config in configs:
         merged.update(config.to_dict() if hasattr(config, "to_dict") else asdict(config))
-    write_text(path, yaml.safe_dump(merged, sort_keys=True, allow_unicode=True))
-
-
-def load_run_config(folder: str) -> dict:
-    path = os.path.join(folder, "config.yaml")
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
+    return yaml.safe_dump(merged, sort_keys=True, allow_unicode=True)
 
 
 USAGE = "%(prog)s [--config FILE.yaml] [--FLAG VALUE ...]  (every flag: --help)"
@@ -175,6 +166,7 @@ def parse_settings(dataclass_types, args: list[str] | None = None) -> tuple:
     config key, or an unreadable config file, stops with argparse's usage line and one error line naming the closest
     known flags (exit code 2) instead of trl's ValueError and its traceback."""
     parser = TrlParser(dataclass_types, usage=USAGE)
+    bare_booleans(parser)
     args = sys.argv[1:] if args is None else [str(a) for a in args]
     # trl reads "--config FILE" only
     args = [part for a in args for part in (a.split("=", 1) if a.startswith("--config=") else [a])]
@@ -199,6 +191,15 @@ def parse_settings(dataclass_types, args: list[str] | None = None) -> tuple:
         names = [did_you_mean(k[2:], keys) for k in config_rest[0::2]]
         parser.error(f"{config}: unknown key{'s' * (len(names) > 1)}: " + "; ".join(names))
     return tuple(settings)
+
+
+def bare_booleans(parser) -> None:
+    """Every boolean flag works bare (`--tta`, `--chat_template`) as well as with a value (`--tta false`).
+    transformers' parser makes a flag of a `bool | None` field (default None: "the run's setting") take a value
+    always; here it takes one optionally, as the plain `bool` flags do."""
+    for action in parser._actions:
+        if getattr(action.type, "__name__", "") == "string_to_bool" and action.nargs is None:
+            action.nargs, action.const = "?", True
 
 
 def check_config_file(parser, path: str) -> None:

@@ -28,6 +28,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from arena.errors import DataError
+from arena.swap import swap_pair
+
 LABEL_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 ARENA_COLUMNS = ("prompt", "response_a", "response_b")
 PAIRWISE_COLUMNS = ("chosen", "rejected")
@@ -35,10 +38,6 @@ CLASS_NAMES = ("A", "B", "tie")
 WINNER_COLUMN = "winner"  # the two-way layout's label column
 WINNERS = ("model_a", "model_b")  # its values, by class
 LAYOUTS = {3: "three-way (winner_model_a, winner_model_b, winner_tie)", 2: "two-way (winner: model_a or model_b)"}
-
-
-class DataError(Exception):
-    """Bad input: the message is one line naming file, row, column and problem."""
 
 
 @dataclass(frozen=True)
@@ -72,17 +71,8 @@ class Pair:
         return self.response_a == self.response_b
 
     def swapped(self) -> Pair:
-        """The same battle with A and B exchanged (label 0 <-> 1, tie stays)."""
-        label = {0: 1, 1: 0}.get(self.label, self.label)
-        return replace(self, response_a=self.response_b, response_b=self.response_a, label=label)
-
-
-def swap_augment(pairs: list[Pair], probs: list[list[float]] | None = None):
-    """Training pairs, then every pair with A and B swapped (label swapped): rows [n, 2n) are the swaps of rows
-    [0, n), which arena.losses.SwapPairSampler batches together. Teacher probabilities, when given, follow with A's
-    and B's columns exchanged. Returns (pairs, probs)."""
-    swapped_probs = None if probs is None else probs + [[p[1], p[0], *p[2:]] for p in probs]
-    return pairs + [p.swapped() for p in pairs], swapped_probs
+        """The same battle with A and B exchanged (label 0 <-> 1, tie stays): `arena.swap.swap_pair`."""
+        return swap_pair(self)
 
 
 @dataclass

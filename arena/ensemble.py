@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from arena.calibration import minimize, nll
-from arena.data import DataError
-from arena.run import ADAPTER_CONFIG, adapter_base
+from arena.errors import DataError
+from arena.run_folder import ADAPTER_CONFIG, adapter_base, is_adapter, path
 
 METHODS = ("prob", "logprob")
 # better than "prob" on both seeds measured on the demo: docs/BENCHMARKS.md, "Calibration, priors and ensembles"
@@ -66,13 +66,13 @@ def fit_weights(probs: list[np.ndarray], labels: np.ndarray, method: str = DEFAU
 def run_folders(paths: list[str]) -> list[str]:
     """Run folders, each with an adapter; a folder of `--fold all` (with fold-<k>/ inside) stands for its folds."""
     out = []
-    for path in paths:
-        if os.path.exists(os.path.join(path, ADAPTER_CONFIG)):
-            out.append(path)
+    for folder in paths:
+        if is_adapter(folder):
+            out.append(folder)
             continue
-        folds = sorted(glob.glob(os.path.join(path, "fold-*", ADAPTER_CONFIG)))
+        folds = sorted(glob.glob(path(folder, "fold-*", ADAPTER_CONFIG)))
         if not folds:
-            raise DataError(f"{path}: no adapter here (no adapter_config.json, and no fold-<k>/ folders with one)")
+            raise DataError(f"{folder}: no adapter here (no adapter_config.json, and no fold-<k>/ folders with one)")
         out += [os.path.dirname(f) for f in sorted(folds, key=lambda f: int(f.split("fold-")[-1].split(os.sep)[0]))]
     return out
 
@@ -99,7 +99,7 @@ def add_adapters(model, runs: list[str]) -> list[str]:
 
 
 def aligned(reads: list) -> list[np.ndarray]:
-    """The probabilities of several prediction files (`arena.run.read_predictions`), each in the first file's row
+    """The probabilities of several prediction files (`arena.predictions.read_predictions`), each in the first file's row
     order, matched by id; files whose ids differ stop with the ids that do not match."""
     first = reads[0]
     out = []

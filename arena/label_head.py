@@ -3,10 +3,9 @@
 With tied embeddings (Gemma-2) the label tokens' output rows are their input embeddings, which LoRA leaves frozen.
 The label head adds two numbers per label, applied to the model's own logits (for Gemma-2, after its softcapping):
 logit_k -> scale_k * logit_k + bias_k (scale 1, bias 0 at the start: the model as it was). The embeddings stay tied
-and untouched. `LabelHead.forward` is the one place the transformation lives: scoring applies it to the label
-logits, and training to the label columns of the logits over the vocabulary (`--loss token`) or to the label
-logits (`--loss label`): arena.losses.ArenaTrainer. The head is saved beside the adapter (and in every checkpoint) as
-label_head.safetensors, and `infer.py --adapter` loads it from there.
+and untouched. `LabelHead.forward` is the one place the transformation lives, applied by
+`arena.label_logits.label_logits`, which training (either loss) and scoring share. The head is saved beside the
+adapter (and in every checkpoint) as label_head.safetensors, and `infer.py --adapter` loads it from there.
 """
 
 from __future__ import annotations
@@ -16,9 +15,10 @@ import os
 import torch
 from safetensors.torch import load_file, save
 
-from arena.data import DataError
-
-FILE = "label_head.safetensors"
+from arena.errors import DataError
+from arena.io import atomic_open
+from arena.run_folder import LABEL_HEAD as FILE
+from arena.run_folder import path
 
 
 class LabelHead(torch.nn.Module):
@@ -33,19 +33,6 @@ class LabelHead(torch.nn.Module):
         return label_logits.float() * self.scale + self.bias
 
 
-def label_logits(model, logits: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
-    """The label tokens' logits [..., labels] (float32) from logits over the vocabulary, through the model's label
-    head when it has one."""
-    return apply_label_head(model, logits.index_select(-1, label_ids))
-
-
-def apply_label_head(model, label_logits: torch.Tensor) -> torch.Tensor:
-    """[..., labels] logits of the label tokens, as the model outputs them (for Gemma-2, softcapped), through the
-    model's label head when it has one (float32). What a loss over the label logits calls too."""
-    head = getattr(model, "label_head", None)
-    return head(label_logits) if head is not None else label_logits.float()
-
-
 def attach_label_head(model, label_ids: list[int]) -> LabelHead:
     """A new head (the identity) as the model's `label_head` submodule: its parameters train with the adapter's."""
     model.label_head = LabelHead(label_ids).to(next(model.parameters()).device)
@@ -53,9 +40,7 @@ def attach_label_head(model, label_ids: list[int]) -> LabelHead:
 
 
 def save_label_head(head: LabelHead, folder: str) -> None:
-    from arena.io import atomic_open
-
-    with atomic_open(os.path.join(folder, FILE), "wb") as f:
+    with atomic_open(path(folder, FILE), "wb") as f:
         f.write(save({name: t.detach().cpu().contiguous() for name, t in head.state_dict().items()}))
 
 
@@ -64,17 +49,22 @@ def load_label_head(model, folder: str, label_ids: list[int], required: bool = F
     `required`); its label tokens must be `label_ids`."""
     if "label_head" in model._modules:  # another ensemble member's
         del model.label_head
-    path = os.path.join(folder, FILE)
-    if not os.path.exists(path):
+    file = path(folder, FILE)
+    if not os.path.exists(file):
         if required:
-            raise DataError(f"{path}: not found, but the run was trained with --label_head")
+            raise DataError(f"{file}: not found, but the run was trained with --label_head")
         return None
-    saved = load_file(path)
+    saved = load_file(file)
     if saved["label_ids"].tolist() != list(label_ids):
         raise DataError(
-            f"{path}: the label head was trained for label tokens {saved['label_ids'].tolist()}, "
+            f"{file}: the label head was trained for label tokens {saved['label_ids'].tolist()}, "
             f"not {list(label_ids)}; score with the run's own --labels"
         )
     head = attach_label_head(model, label_ids)
     head.load_state_dict(saved)
     return head
+
+
+def load_label_head_weights(head: LabelHead, folder: str) -> None:
+    """The weights saved in `folder` (a checkpoint being resumed) into `head`."""
+    head.load_state_dict(load_file(path(folder, FILE)))

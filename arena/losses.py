@@ -8,30 +8,25 @@
   KL(teacher || student), both distributions over the label logits at temperature T (the teacher's probabilities p
   become softmax(log p / T)).
 
-The label logits are computed at the positions that predict a label token only (found from `labels != -100`,
-shifted by one), times the output head's rows of the label tokens: the model runs its own forward pass (so DDP,
-unsloth's padding-free batches and the model's final logit soft-capping all apply) with its output head standing
-in as `LabelRows` for that one call. No [batch, length, vocab] tensor is ever built.
+The label logits come from arena/label_logits.py (the function scoring uses too); no [batch, length, vocab] tensor
+is ever built.
 """
 
 from __future__ import annotations
 
 import unsloth  # noqa: F401  (first: unsloth patches trl's SFTTrainer, which ArenaTrainer extends)
 
-import os
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from accelerate.data_loader import SeedableRandomSampler
-from safetensors.torch import load_file
-from torch.utils.data import RandomSampler, Sampler
+from torch.utils.data import RandomSampler
 from transformers.trainer_pt_utils import BatchRebalanceSampler
 from trl import SFTTrainer
 
-from arena.data import DataError
-from arena.label_head import FILE as LABEL_HEAD_FILE
-from arena.label_head import apply_label_head, save_label_head
+from arena.errors import DataError
+from arena.label_head import load_label_head_weights, save_label_head
+from arena.label_logits import trained_label_logits, trained_position_logits, with_label_logits
+from arena.swap import SwapPairSampler
 
 LOSSES = ("token", "label")
 SOFT_LABELS = "soft_labels"  # the dataset column of teacher probabilities
@@ -46,52 +41,6 @@ def check_loss_settings(loss: str, alpha: float, temperature: float, has_teacher
         raise DataError(f"--distill_alpha must be between 0 and 1, got {alpha}")
     if temperature <= 0:
         raise DataError(f"--distill_temperature must be positive, got {temperature}")
-
-
-class LabelRows(torch.nn.Module):
-    """Stands in for a model's output head for one forward pass: the hidden states at `positions` (rows, columns)
-    times the head's rows of the label tokens, [len(rows), len(label_ids)]."""
-
-    def __init__(self, head: torch.nn.Module, label_ids: list[int], positions: tuple[torch.Tensor, torch.Tensor]):
-        super().__init__()
-        ids = torch.as_tensor(label_ids, device=head.weight.device)
-        self.weight = head.weight.index_select(0, ids)  # read by callers for the head's dtype and device
-        self.bias = head.bias.index_select(0, ids) if getattr(head, "bias", None) is not None else None
-        self.positions = positions
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        rows, columns = self.positions
-        return F.linear(hidden[rows, columns].to(self.weight.dtype), self.weight, self.bias)
-
-
-@contextmanager
-def label_head(model, label_ids: list[int], positions):
-    """The base model's output head replaced by a LabelRows, and put back afterwards."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = base.get_output_embeddings()
-    base.set_output_embeddings(LabelRows(head, label_ids, positions))
-    try:
-        yield
-    finally:
-        base.set_output_embeddings(head)
-
-
-def label_logits(model, inputs: dict, label_ids: list[int], unwrapped=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [N, len(label_ids)] in float32, class index [N]) of the N trained label tokens in a batch, in batch
-    order (padded rows, or one padding-free row). `model` is what the trainer calls (possibly DDP-wrapped),
-    `unwrapped` the model inside it."""
-    labels = inputs["labels"]
-    rows, columns = (labels != -100).nonzero(as_tuple=True)
-    if (columns == 0).any():
-        raise ValueError("a label token at position 0 has no position to be predicted from")
-    ids = torch.as_tensor(label_ids, device=labels.device)
-    match = labels[rows, columns].unsqueeze(1) == ids
-    if not match.any(dim=1).all():
-        raise ValueError("a trained token is not one of the label tokens")
-    forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    with label_head(unwrapped if unwrapped is not None else model, label_ids, (rows, columns - 1)):
-        logits = model(**forward_inputs, use_cache=False).logits
-    return logits.float(), match.int().argmax(dim=1)
 
 
 def label_loss(
@@ -122,23 +71,6 @@ class SoftLabelCollator:
         return batch
 
 
-class SwapPairSampler(Sampler):
-    """Every original row followed by its swapped copy, in the order `base` gives the originals: the dataset's rows
-    [0, n) are the originals and [n, 2n) their swaps (arena.data.swap_augment), so both orders of a pair share a
-    batch (or, with an odd batch size, neighbouring ones)."""
-
-    def __init__(self, base: Sampler, n: int):
-        self.base, self.n = base, n
-
-    def __len__(self) -> int:
-        return 2 * self.n
-
-    def __iter__(self):
-        for i in self.base:
-            yield i
-            yield i + self.n
-
-
 class ArenaTrainer(SFTTrainer):
     """trl's SFTTrainer (as unsloth patches it, on CPU and GPU) with `args.loss`, soft labels from a
     `soft_labels` column, `args.swap_augment`'s pairs batched together, and the model's `--label_head` (applied in
@@ -148,6 +80,9 @@ class ArenaTrainer(SFTTrainer):
         if label_head_of(kwargs["model"]) is not None and kwargs["args"].loss == "token":
             # the token loss with a head computes logits from each batch's earliest trained position on, which for
             # one packed row (padding-free, as unsloth batches on GPU) would be nearly the whole row
+            if kwargs["args"].padding_free:
+                raise DataError("--label_head with --loss token trains on padded batches: leave out --padding_free, "
+                                "or train with --loss label")
             kwargs["args"].padding_free = False
         super().__init__(*args, **kwargs)
         self.label_ids = list(label_ids)
@@ -168,11 +103,10 @@ class ArenaTrainer(SFTTrainer):
                                         num_items_in_batch=num_items_in_batch)
         if self.args.loss == "token":
             logits, targets = trained_position_logits(model, inputs)
-            logits = logits.float().index_copy(-1, head.label_ids, head(logits.index_select(-1, head.label_ids)))
+            logits = with_label_logits(unwrapped, logits, head.label_ids)
             per_row = F.cross_entropy(logits, targets, reduction="none")
         else:
-            logits, targets = label_logits(model, inputs, self.label_ids, unwrapped)
-            logits = apply_label_head(unwrapped, logits)
+            logits, targets = trained_label_logits(model, inputs, self.label_ids, unwrapped)
             per_row = label_loss(logits, targets, soft, self.args.distill_alpha, self.args.distill_temperature)
         # as trl's own loss: num_items_in_batch counts the label tokens of every rank and accumulation step
         count = len(per_row) if num_items_in_batch is None else num_items_in_batch
@@ -191,7 +125,7 @@ class ArenaTrainer(SFTTrainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         head = label_head_of(self.model)
         if head is not None:
-            head.load_state_dict(load_file(os.path.join(resume_from_checkpoint, LABEL_HEAD_FILE)))
+            load_label_head_weights(head, resume_from_checkpoint)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -209,15 +143,3 @@ class ArenaTrainer(SFTTrainer):
 
 def label_head_of(model):
     return getattr(model, "label_head", None)
-
-
-def trained_position_logits(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits over the vocabulary at every position whose next token carries loss, [n, vocab], and those tokens [n].
-    The model computes logits only from the earliest such position on (`logits_to_keep`), not for the whole row."""
-    labels = inputs["labels"]
-    rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)
-    width = labels.shape[1]
-    keep = width - int(cols.min()) if len(cols) else 1
-    model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    logits = model(**model_inputs, logits_to_keep=keep, use_cache=False).logits
-    return logits[rows, cols - (width - keep)], labels[rows, cols + 1]

@@ -15,24 +15,24 @@ import numpy as np
 
 from arena.data import CLASS_NAMES
 from arena.io import atomic_open
+from arena.run_folder import PICTURES
 from arena.scoring import log_loss
 
-PICTURES = ("reliability.png", "confusion.png", "subgroups.png")
 RELIABILITY_BINS = 10
 
 
-def subgroups(read) -> list[tuple[str, np.ndarray]]:
-    """(name, row mask) of each subgroup of an oof.csv read by `arena.run.read_predictions`."""
-    turns, tokens = read.numbers("turns"), read.numbers("tokens")
-    cut = (read.numbers("dropped_turns") > 0) | (read.numbers("shortened_texts") > 0)
+def subgroups(facts: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """(name, row mask) of each subgroup of held-out rows, from their facts (`arena.predictions.Heldout.facts`)."""
+    turns, tokens = facts["turns"], facts["tokens"]
+    cut = (facts["dropped_turns"] > 0) | (facts["shortened_texts"] > 0)
     groups = [
-        ("all", np.ones(len(read.ids), dtype=bool)),
+        ("all", np.ones(len(tokens), dtype=bool)),
         ("1 turn", turns == 1),
         ("2+ turns", turns >= 2),
         ("lost turns or texts cut", cut),
         ("fitted in full", ~cut),
-        ("one_empty", read.flags("one_empty")),
-        ("identical", read.flags("identical")),
+        ("one_empty", facts["one_empty"]),
+        ("identical", facts["identical"]),
     ]
     edges = np.quantile(tokens, [0.25, 0.5, 0.75]) if len(tokens) else np.zeros(3)
     quartile = np.searchsorted(edges, tokens, side="left")
@@ -42,10 +42,12 @@ def subgroups(read) -> list[tuple[str, np.ndarray]]:
     return groups
 
 
-def subgroup_table(read, before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> list[dict]:
+def subgroup_table(
+    facts: dict[str, np.ndarray], before: np.ndarray, after: np.ndarray, labels: np.ndarray
+) -> list[dict]:
     """Log loss of every subgroup, before and after calibration (None for an empty subgroup)."""
     table = []
-    for name, rows in subgroups(read):
+    for name, rows in subgroups(facts):
         n = int(rows.sum())
         table.append({
             "group": name,
@@ -56,7 +58,9 @@ def subgroup_table(read, before: np.ndarray, after: np.ndarray, labels: np.ndarr
     return table
 
 
-def draw(folder: str, read, before: np.ndarray, after: np.ndarray, labels: np.ndarray) -> list[dict]:
+def draw(
+    folder: str, facts: dict[str, np.ndarray], before: np.ndarray, after: np.ndarray, labels: np.ndarray
+) -> list[dict]:
     """Writes the three pictures into `folder`; returns the subgroup table."""
     import matplotlib
 
@@ -64,13 +68,10 @@ def draw(folder: str, read, before: np.ndarray, after: np.ndarray, labels: np.nd
     import matplotlib.pyplot as plt
 
     names = CLASS_NAMES[: before.shape[1]]
-    table = subgroup_table(read, before, after, labels)
-    figures = {
-        "reliability.png": reliability(plt, before, after, labels, names),
-        "confusion.png": confusion(plt, before, labels, names),
-        "subgroups.png": subgroup_bars(plt, table),
-    }
-    for name, fig in figures.items():
+    table = subgroup_table(facts, before, after, labels)
+    figures = (reliability(plt, before, after, labels, names), confusion(plt, before, labels, names),
+               subgroup_bars(plt, table))
+    for name, fig in zip(PICTURES, figures):
         fig.tight_layout()
         with atomic_open(os.path.join(folder, name), "wb") as f:
             fig.savefig(f, format="png", dpi=100)

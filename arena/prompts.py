@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arena.data import DataError, Pair
+from arena.data import Pair
+from arena.errors import DataError
 
 DEFAULT_LABELS = (" A", " B", " Tie")
+DEFAULT_MAX_LENGTH = 3072  # the token budget per row, label included, when neither a flag nor the run sets one
 EMPTY_TEXT = "(empty)"  # what a null or empty turn renders as
 USER_HEADER, BOT_HEADER, TURN_SEPARATOR = "User:", "\nBot {side}:", "\n\n"
 # A text longer than this many characters per budget token is cut before tokenizing: it cannot fit anyway,
@@ -112,7 +114,8 @@ class Renderer:
     """Renders Pairs to token ids for one tokenizer, template, label set and budget."""
 
     def __init__(
-        self, tokenizer, template: str, labels=DEFAULT_LABELS, max_length: int = 3072, chat_template: bool = False
+        self, tokenizer, template: str, labels=DEFAULT_LABELS, max_length: int = DEFAULT_MAX_LENGTH,
+        chat_template: bool = False,
     ):
         template = template.strip() if chat_template else template.rstrip("\n")
         for name in ("{conversation_a}", "{conversation_b}"):

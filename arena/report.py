@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import numpy as np
 
 from arena.data import CLASS_NAMES, Split
 from arena.prompts import Renderer
+from arena.run_folder import LENGTHS
+from arena.run_folder import path as run_file
 
 TOP_LANGUAGES = 10  # the dry run lists this many languages by row count, then "other"
 TURN_BUCKETS = {"1": (1, 1), "2": (2, 2), "3": (3, 3), "4-5": (4, 5), "6-10": (6, 10), "11+": (11, np.inf)}
@@ -52,7 +53,7 @@ def data_report(split: Split, renderer: Renderer, run: str) -> str:
               row("both answers identical", sum(p.identical for p in pairs))]
     lines.append("counts")
     lines += [row(name, count, share=False) for name, count in split.counts.items()]
-    png = os.path.join(run, "lengths.png")
+    png = run_file(run, LENGTHS)
     save_histogram(png, needed, fitted, renderer.max_length)
     lines.append(f"length histogram: {png}")
     return "\n".join(lines)

@@ -10,9 +10,10 @@ The label logits are kept (`score_logits`), not only the probabilities, so that 
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import json
 import os
-import shutil
 
 import numpy as np
 import torch
@@ -20,13 +21,9 @@ from tqdm.auto import tqdm
 
 from arena.data import Pair
 from arena.io import atomic_open
-from arena.label_head import label_logits
+from arena.label_logits import label_logits
 from arena.prompts import Renderer
-
-
-def swap_back(n_labels: int) -> list[int]:
-    """Columns of a swapped pair's label scores in the original A/B order: A and B exchange, the rest (tie) stay."""
-    return [1, 0, *range(2, n_labels)]
+from arena.swap import swapped, views
 
 
 def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -51,6 +48,14 @@ def split_by_tokens(lengths: list[int], parts: int) -> list[list[int]]:
         shards[k].append(i)
         load[k] += lengths[i]
     return [sorted(s) for s in shards]
+
+
+def model_fingerprint(path: str, *settings) -> str:
+    """Identifies a model folder's weights (names, sizes, times) together with the settings that change scores:
+    what `BatchCache` names its batches by."""
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) if os.path.isdir(path) else []
+    stats = [(os.path.basename(f), os.path.getsize(f), os.path.getmtime(f)) for f in files]
+    return json.dumps([os.path.abspath(path) if os.path.isdir(path) else path, stats, *settings])
 
 
 class BatchCache:
@@ -80,9 +85,6 @@ class BatchCache:
         self.computed += 1
         with atomic_open(self.path(seqs), "wb") as f:
             np.save(f, logits)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @torch.inference_mode()
@@ -144,10 +146,7 @@ def score_logits(
         logits = np.zeros((len(seqs), len(renderer.label_ids)))
         for i, row in gather_object(list(zip(mine, local.tolist()))):
             logits[i] = row
-    n = len(pairs)
-    if not tta:
-        return logits[:, None, :]
-    return np.stack([logits[:n], logits[n:][:, swap_back(logits.shape[1])]], axis=1)
+    return views(logits, len(pairs)) if tta else logits[:, None, :]
 
 
 def score_pairs(
@@ -170,18 +169,12 @@ def pair_sequences(renderer: Renderer, pairs: list[Pair], tta: bool = False) -> 
     """The prompt token ids of every pair; with `tta`, followed by those of every pair with A and B swapped."""
     seqs = [r.ids for r in renderer.render_many(pairs)]
     if tta:
-        seqs += [r.ids for r in renderer.render_many([p.swapped() for p in pairs])]
+        seqs += [r.ids for r in renderer.render_many(swapped(pairs))]
     return seqs
 
 
 def pad_token_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def average_swapped(probs: np.ndarray, n: int) -> np.ndarray:
-    """[2n, labels] probabilities of n pairs, then of the same pairs swapped -> [n, labels]: the swapped ones mapped
-    back to the original A/B order, then averaged."""
-    return (probs[:n] + probs[n:][:, swap_back(probs.shape[1])]) / 2
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:

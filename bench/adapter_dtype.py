@@ -1,5 +1,5 @@
 """CPU training with the LoRA adapters in bf16 (as trl leaves them for a QLoRA model) vs float32 (what
-train_unsloth.py keeps them in, `arena.run.adapters_to_float32`): the seconds the trainer reports.
+train_unsloth.py keeps them in, `arena.loading.adapters_to_float32`): the seconds the trainer reports.
 
     python bench/adapter_dtype.py                                  # demo model, 60 steps, 2 runs each, alternating
     python bench/adapter_dtype.py --steps 2 --repeats 1 --results R.json --model M --train_file F   # smoke

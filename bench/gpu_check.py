@@ -689,7 +689,7 @@ def main() -> None:
             import unsloth  # noqa: F401  (first, as in the scripts)
             import torch
 
-            from arena.run import versions
+            from arena.run_folder import versions
             from bench.common import device_name
     except ImportError as e:  # a package the kit lacks: no feature can run
         print(f"error: {e} (see {log})", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Scoring speed: pairs per second for N battles with an arena-like length mix. "ours" is the product's scoring,
 arena.scoring.score_pairs (length-sorted token-budget batches, left padding, logits of the last position only);
 "naive" is the loop it replaced (a fixed batch size, input order, right padding, the full [batch, length, vocab]
-logits, then the last real position). Weights: 4-bit, 8-bit or 16-bit (arena.run.load_model); with and without
+logits, then the last real position). Weights: 4-bit, 8-bit or 16-bit (arena.loading.load_model); with and without
 swap TTA; and a sweep of the token budget.
 
     python bench/infer_speed.py --model runs/llama3-8b                          # the default plan, 2000 pairs
@@ -32,11 +32,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from arena.data import DataError  # noqa: E402
+from arena.errors import DataError  # noqa: E402
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template  # noqa: E402
-from arena.run import load_model, versions  # noqa: E402
+from arena.loading import load_model  # noqa: E402
+from arena.run_folder import versions  # noqa: E402
+from arena.swap import average_swapped  # noqa: E402
 from arena.scoring import (  # noqa: E402
-    average_swapped, pad_token_id, pair_sequences, score_pairs, token_budget_batches,
+    pad_token_id, pair_sequences, score_pairs, token_budget_batches,
 )
 from bench.common import (  # noqa: E402
     ROOT, TEMPLATE, Deadline, LengthProfile, arena_like_pairs, build_tiny_model, chars_per_token, device_name,

@@ -1,4 +1,4 @@
-"""Training speed and peak memory, side by side: the unsloth path (this project's own code: arena.run.load_model,
+"""Training speed and peak memory, side by side: the unsloth path (this project's own code: arena.loading.load_model,
 FastLanguageModel.get_peft_model, trl's SFTTrainer on rows from arena.prompts.training_columns) against a plain
 transformers + peft + bitsandbytes 4-bit QLoRA baseline (SDPA attention, standard gradient checkpointing), with
 the same model, LoRA settings, trainer arguments and batches.
@@ -156,7 +156,8 @@ def run_path(path: str, spec: dict) -> None:
     from transformers import AutoTokenizer
 
     from arena.config import ModelArgs
-    from arena.run import dtype_name, versions
+    from arena.loading import dtype_name
+    from arena.run_folder import versions
 
     # LoRA settings not given: the product's defaults (so is the gradient checkpointing mode, "unsloth")
     spec["lora"] = vars(ModelArgs(**{k: v for k, v in spec["lora"].items() if v is not None}))
@@ -218,7 +219,7 @@ def load_unsloth(spec: dict):
     """The product's loader and LoRA call, as train_unsloth.py makes them."""
     from unsloth import FastLanguageModel
 
-    from arena.run import load_model
+    from arena.loading import load_model
 
     model, tokenizer = load_model(spec["model"], spec["max_seq_length"])
     lora = spec["lora"]
@@ -227,7 +228,7 @@ def load_unsloth(spec: dict):
         target_modules=lora["lora_target_modules"], use_gradient_checkpointing=lora["use_gradient_checkpointing"],
         random_state=spec["seed"],
     )
-    how = {"loader": "arena.run.load_model (unsloth FastLanguageModel, 4-bit)", "lora": lora,
+    how = {"loader": "arena.loading.load_model (unsloth FastLanguageModel, 4-bit)", "lora": lora,
            "gradient_checkpointing": f"unsloth get_peft_model(use_gradient_checkpointing="
                                      f"{lora['use_gradient_checkpointing']!r})"}
     return model, tokenizer, True, how  # float32 adapters, as train_unsloth.py keeps them
@@ -324,7 +325,7 @@ def train_steps(model, tokenizer, rows: dict, batch_size: int, steps: int, max_l
     from trl import SFTTrainer
 
     from arena.config import TrainConfig
-    from arena.run import adapters_to_float32
+    from arena.loading import adapters_to_float32
 
     class StepTimer(TrainerCallback):
         def __init__(self):

@@ -187,7 +187,7 @@ def inference_model(tiny_model):
     """The tiny model loaded through unsloth in 4-bit, in inference mode: (model, tokenizer)."""
     from unsloth import FastLanguageModel
 
-    from arena.run import load_model
+    from arena.loading import load_model
 
     model, tokenizer = load_model(str(tiny_model), 512)
     FastLanguageModel.for_inference(model)

@@ -41,7 +41,7 @@ def test_train_smoke_measures_both_paths_on_the_same_batches(train_smoke):
         assert r["speedup"] > 0 and r["memory_ratio"] > 0
     mix = records[1]["unsloth"]["row_tokens"]
     assert mix["min"] < mix["max"] <= 256  # the mix really mixes lengths, under its budget
-    assert records[1]["unsloth"]["how"]["loader"].startswith("arena.run.load_model")
+    assert records[1]["unsloth"]["how"]["loader"].startswith("arena.loading.load_model")
 
 
 def test_train_smoke_finds_the_longest_row(train_smoke):

@@ -9,7 +9,7 @@ import pytest
 from arena.calibration import (
     Calibration, Prior, RowFlags, cross_fit, fit_calibration, fit_prior_weight, fit_temperature, learn_priors,
 )
-from arena.run import read_predictions
+from arena.predictions import read_predictions
 from arena.scoring import log_loss, probabilities
 from conftest import check, run_cli
 

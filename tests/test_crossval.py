@@ -9,7 +9,7 @@ import pytest
 
 from arena.crossval import fold_finished
 from arena.data import DataError
-from arena.run import read_predictions
+from arena.predictions import read_predictions
 from arena.scoring import log_loss
 from conftest import check, run_cli
 

@@ -9,7 +9,7 @@ import pytest
 from arena.calibration import Calibration
 from arena.data import DataError
 from arena.ensemble import combine, fit_weights
-from arena.run import read_predictions, write_predictions
+from arena.predictions import read_predictions, write_predictions
 from arena.scoring import probabilities
 from conftest import check, run_cli
 

@@ -41,7 +41,7 @@ def gemma2_trainers(tiny_gemma2, demo_data, tmp_path_factory):
     from trl import SFTTrainer
     from unsloth import FastLanguageModel
 
-    from arena.run import load_model
+    from arena.loading import load_model
 
     model, tokenizer = load_model(str(tiny_gemma2), 512)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied

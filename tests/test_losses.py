@@ -8,7 +8,8 @@ from datasets import Dataset
 
 from arena.config import TrainConfig
 from arena.data import read_pairs
-from arena.losses import SOFT_LABELS, ArenaTrainer, label_logits, label_loss
+from arena.label_logits import trained_label_logits
+from arena.losses import SOFT_LABELS, ArenaTrainer, label_loss
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template, training_columns
 
 
@@ -16,7 +17,7 @@ from arena.prompts import DEFAULT_LABELS, Renderer, read_template, training_colu
 def lora_model(tiny_model):
     from unsloth import FastLanguageModel
 
-    from arena.run import load_model
+    from arena.loading import load_model
 
     model, tokenizer = load_model(str(tiny_model), 512)
     model = FastLanguageModel.get_peft_model(model, r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
@@ -60,7 +61,7 @@ def test_label_loss_is_the_cross_entropy_over_the_label_logits(lora_model, demo_
     model.train()
     z, targets = by_hand(model, batch, label_ids)
     with torch.no_grad():
-        logits, classes = label_logits(model, dict(batch), label_ids)
+        logits, classes = trained_label_logits(model, dict(batch), label_ids)
         loss = trainer.compute_loss(model, dict(batch))
     np.testing.assert_allclose(logits.numpy(), z, atol=1e-5)  # the head's label rows at the label positions
     assert classes.tolist() == targets.tolist()
@@ -122,8 +123,8 @@ def test_label_logits_of_a_padding_free_batch_equal_the_padded_batch(tiny_model,
     flat = DataCollatorForLanguageModeling(tokenizer.pad_token_id, padding_free=True)(examples)
     assert flat["input_ids"].shape[0] == 1 and "attention_mask" not in flat and "position_ids" in flat
     with torch.no_grad():
-        z_padded, y_padded = label_logits(model, padded, renderer.label_ids)
-        z_flat, y_flat = label_logits(model, flat, renderer.label_ids)
+        z_padded, y_padded = trained_label_logits(model, padded, renderer.label_ids)
+        z_flat, y_flat = trained_label_logits(model, flat, renderer.label_ids)
     assert z_flat.shape == (6, 3) and y_flat.tolist() == y_padded.tolist()
     np.testing.assert_allclose(z_flat.numpy(), z_padded.numpy(), atol=1e-5)
 
@@ -142,14 +143,14 @@ def test_label_logits_apply_the_final_logit_softcapping_of_gemma2():
     labels[0, 8], labels[1, 6] = 6, 7
     with torch.no_grad():
         full = model(input_ids=input_ids).logits
-        logits, classes = label_logits(model, {"input_ids": input_ids, "labels": labels}, label_ids)
+        logits, classes = trained_label_logits(model, {"input_ids": input_ids, "labels": labels}, label_ids)
     assert full.abs().max() <= 2.0 and (full.abs() > 1.5).any()  # the cap is active
     np.testing.assert_allclose(logits.numpy(), full[[0, 1], [7, 5]][:, label_ids].numpy(), atol=1e-5)
     assert classes.tolist() == [1, 2]
 
 
 def test_swap_augmented_pairs_share_a_batch(lora_model, demo_data, tmp_path):
-    from arena.data import swap_augment
+    from arena.swap import swap_augment
 
     model, tokenizer = lora_model
     renderer = Renderer(tokenizer, read_template("prompts/two_conversations.txt"), DEFAULT_LABELS, 512)

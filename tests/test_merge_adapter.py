@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from arena.config import load_run_config
+from arena.run_folder import read_config
 from arena.data import read_pairs
 from arena.prompts import Renderer, read_template
-from arena.run import load_model
+from arena.loading import load_model
 from arena.scoring import score_pairs
 from conftest import check, read_probabilities, run_cli, same_result_tolerance
 
@@ -41,7 +41,7 @@ def test_merged_export_scores_as_base_plus_adapter(trained_run, demo_data, tmp_p
                      "--output_file", out, "--no_calibration"))  # the model's own probabilities
     from_file = read_probabilities(out)
 
-    run = load_run_config(trained_run)
+    run = read_config(trained_run)
     model, tokenizer = load_model(str(trained_run), run["max_length"], load_in_4bit=False)
     model.eval()
     renderer = Renderer(tokenizer, read_template(trained_run / "prompt.txt"), run["labels"], run["max_length"])

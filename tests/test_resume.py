@@ -17,7 +17,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from arena.data import DataError
-from arena.run import latest_checkpoint
+from arena.run_folder import latest_checkpoint
 from conftest import ROOT, check, run_cli, run_script
 from trace_files import read_trace
 

@@ -29,7 +29,7 @@ def setup_in_dtype(request, tiny_model, demo_data):
     where the CPU has no bf16)."""
     from unsloth import FastLanguageModel
 
-    from arena.run import load_model
+    from arena.loading import load_model
 
     model, tokenizer = load_model(str(tiny_model), 512, dtype=request.param)
     FastLanguageModel.for_inference(model)

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from arena.config import DataArgs
-from arena.data import LABEL_COLUMNS, BadRows, DataError, pair_key, read_pairs, split_data, swap_augment
-from arena.run import add_bayes_limit, read_predictions, teacher_probs, write_predictions
+from arena.data import LABEL_COLUMNS, BadRows, DataError, pair_key, read_pairs, split_data
+from arena.swap import swap_augment
+from arena.assessment import add_bayes_limit
+from arena.predictions import read_predictions, teacher_probs, write_predictions
 from conftest import check, run_cli
 from train_unsloth import training_pairs
 

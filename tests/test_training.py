@@ -12,7 +12,7 @@ def test_only_the_label_token_carries_loss(tiny_model, demo_data, tmp_path):
     from trl import SFTConfig, SFTTrainer
     from unsloth import FastLanguageModel
 
-    from arena.run import load_model
+    from arena.loading import load_model
 
     model, tokenizer = load_model(str(tiny_model), 512)
     renderer = Renderer(tokenizer, read_template("prompts/two_conversations.txt"), DEFAULT_LABELS, 512)

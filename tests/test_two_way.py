@@ -11,10 +11,12 @@ import pytest
 import torch
 import yaml
 
-from arena.data import DataError, Pair, check_label_count, read_pairs, split_data, swap_augment
+from arena.data import DataError, Pair, check_label_count, read_pairs, split_data
+from arena.swap import swap_augment
 from arena.label_head import load_label_head
 from arena.prompts import Renderer
-from arena.run import load_model, read_predictions, teacher_probs, write_predictions
+from arena.loading import load_model
+from arena.predictions import read_predictions, teacher_probs, write_predictions
 from arena.scoring import score_pairs
 from conftest import check, held_out_ids, read_rows, run_cli, same_result_tolerance, write_rows
 

@@ -17,9 +17,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from arena.data import DataError  # noqa: E402
+from arena.errors import DataError  # noqa: E402
 from arena.ensemble import DEFAULT_METHOD, METHODS, aligned, combine, fit_weights  # noqa: E402
-from arena.run import read_predictions, write_predictions  # noqa: E402
+from arena.predictions import read_predictions, write_predictions  # noqa: E402
 from arena.scoring import log_loss  # noqa: E402
 
 

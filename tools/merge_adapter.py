@@ -20,35 +20,31 @@ import unsloth  # noqa: F401  (first: unsloth patches transformers on import)
 
 import argparse
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from arena.config import load_run_config  # noqa: E402
-from arena.data import DataError  # noqa: E402
+from arena.errors import DataError  # noqa: E402
 from arena.io import atomic_folder  # noqa: E402
-from arena.run import load_model  # noqa: E402
-
-RUN_FILES = ("prompt.txt", "config.yaml", "calibration.json", "label_head.safetensors")  # infer.py reads them too
+from arena.loading import load_model  # noqa: E402
+from arena.prompts import DEFAULT_MAX_LENGTH  # noqa: E402
+from arena.run_folder import copy_for_export, is_adapter, read_config  # noqa: E402
 
 
 def merge(run: str, out: str, load_in_4bit: bool | None = None, base: str | None = None) -> None:
-    if not os.path.isfile(os.path.join(run, "adapter_config.json")):
+    if not is_adapter(run):
         raise DataError(f"{run}: no adapter_config.json; give a run folder written by train_unsloth.py")
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise DataError(f"{out}: already exists; give a new folder")
-    config = load_run_config(run)
+    config = read_config(run)
     if load_in_4bit is None:
         load_in_4bit = config.get("load_in_4bit", True)
-    model, tokenizer = load_model(run, config.get("max_length") or 3072, load_in_4bit=load_in_4bit, base=base)
+    model, tokenizer = load_model(run, config.get("max_length") or DEFAULT_MAX_LENGTH, load_in_4bit=load_in_4bit, base=base)
     with atomic_folder(out) as tmp:
         try:
             model.save_pretrained_merged(tmp, tokenizer, save_method="merged_16bit")
         except NotImplementedError as e:  # unsloth's CPU backend and a 4-bit base
             raise DataError(f"{run}: {e} (add --load_in_4bit false)") from None
-        for name in RUN_FILES:
-            if os.path.exists(os.path.join(run, name)):
-                shutil.copy2(os.path.join(run, name), tmp)
+        copy_for_export(run, tmp)
 
 
 def main() -> None:
