@@ -100,8 +100,9 @@ class DataArgs:
 
 @dataclass
 class ScoreArgs:
-    score_max_tokens: int = field(
-        default=16384, metadata={"help": "Scoring batch budget: rows x padded length, in tokens."}
+    score_max_tokens: int | None = field(
+        default=None, metadata={"help": "Scoring batch budget: rows x padded length, in tokens; default 16384 on a "
+                                        "GPU, 1024 on a CPU (where bigger batches are slower)."}
     )
     tta: bool = field(default=False, metadata={"help": "Also score with A and B swapped and average."})
 

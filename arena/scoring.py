@@ -26,6 +26,16 @@ from arena.prompts import Renderer
 from arena.swap import swapped, views
 
 
+# tokens per scoring batch (rows x padded length) when --score_max_tokens is not given, by device type: on a CPU
+# larger batches only add padding and page faults (docs/BENCHMARKS.md, "Where a CPU's time goes")
+DEFAULT_BUDGET = {"cpu": 1024}
+GPU_BUDGET = 16384
+
+
+def default_budget(device: torch.device) -> int:
+    return DEFAULT_BUDGET.get(device.type, GPU_BUDGET)
+
+
 def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     """Row indices in batches, longest first, each batch's rows x longest row <= max_tokens (at least one row)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -89,11 +99,13 @@ class BatchCache:
 
 @torch.inference_mode()
 def score_ids(
-    model, seqs: list[list[int]], label_ids: list[int], pad_id: int, max_tokens: int, progress: bool = True,
+    model, seqs: list[list[int]], label_ids: list[int], pad_id: int, max_tokens: int | None, progress: bool = True,
     cache: BatchCache | None = None,
 ) -> np.ndarray:
-    """Label logits [len(seqs), len(label_ids)] (float64 of the float32 logits) for token sequences, in their order."""
+    """Label logits [len(seqs), len(label_ids)] (float64 of the float32 logits) for token sequences, in their order;
+    batches of at most `max_tokens` (None: the device's default_budget)."""
     device = next(model.parameters()).device
+    max_tokens = max_tokens or default_budget(device)
     label_index = torch.tensor(label_ids, device=device)
     out = np.zeros((len(seqs), len(label_ids)))
     bar = tqdm(total=len(seqs), desc="scoring", unit="pair", disable=not progress or len(seqs) == 0)
@@ -127,7 +139,7 @@ def score_ids(
 
 
 def score_logits(
-    model, renderer: Renderer, pairs: list[Pair], max_tokens: int, tta: bool = False, state=None,
+    model, renderer: Renderer, pairs: list[Pair], max_tokens: int | None, tta: bool = False, state=None,
     cache: BatchCache | None = None,
 ) -> np.ndarray:
     """Label logits [len(pairs), views, labels] in the pairs' order: one view, or two with `tta` (the second: the
@@ -150,7 +162,7 @@ def score_logits(
 
 
 def score_pairs(
-    model, renderer: Renderer, pairs: list[Pair], max_tokens: int, tta: bool = False, state=None,
+    model, renderer: Renderer, pairs: list[Pair], max_tokens: int | None, tta: bool = False, state=None,
     cache: BatchCache | None = None,
 ) -> np.ndarray:
     """Probabilities [len(pairs), labels] in the pairs' order: `probabilities(score_logits(...))`, with `tta` the

@@ -9,7 +9,8 @@ import torch
 
 from arena.data import read_pairs
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template
-from arena.scoring import log_loss, probabilities, score_logits, score_pairs, split_by_tokens, token_budget_batches
+from arena.scoring import (default_budget, log_loss, probabilities, score_logits, score_pairs, split_by_tokens,
+                           token_budget_batches)
 from conftest import same_result_tolerance
 
 TEMPLATE = read_template("prompts/two_conversations.txt")
@@ -112,6 +113,23 @@ def test_log_loss_matches_known_values():
     assert log_loss(np.full((3, 3), 1 / 3), labels) == pytest.approx(math.log(3))
     assert log_loss(np.eye(3), labels) == pytest.approx(0.0, abs=1e-12)
     assert log_loss(np.eye(3)[[1, 2, 0]], labels) == pytest.approx(-math.log(np.finfo(float).eps), rel=1e-6)
+
+
+def test_the_default_scoring_budget_is_the_devices(setup):
+    """No --score_max_tokens: 1024 tokens a batch on a CPU (bigger batches cost page faults there), 16384 on a GPU."""
+    model, renderer, pairs = setup
+    assert (default_budget(torch.device("cpu")), default_budget(torch.device("cuda"))) == (1024, 16384)
+    shapes = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    try:
+        default = score_logits(model, renderer, pairs, max_tokens=None)
+        cpu_shapes, shapes[:] = list(shapes), []
+        gpu = score_logits(model, renderer, pairs, max_tokens=16384)
+    finally:
+        hook.remove()
+    assert all(rows * width <= 1024 or rows == 1 for rows, width in cpu_shapes) and len(shapes) < len(cpu_shapes)
+    np.testing.assert_allclose(default, gpu, atol=same_result_tolerance(torch.float32))
 
 
 def test_score_logits_keeps_the_label_logits_of_each_view(setup):
