@@ -3,6 +3,8 @@ GPU results' keys and sane values. Nothing here asserts a speed (a CPU run on a 
 
 import json
 
+import numpy as np
+
 import pytest
 
 from bench.train_speed import longest_fitting
@@ -149,3 +151,23 @@ def test_label_head_benchmark_pairs_the_arms_by_seed(tiny_model, demo_data, tmp_
     assert result["summary"]["label_head"]["paired_diff"] == [losses["label_head"] - losses["base"]]
     assert (tmp_path / "runs" / "label_head-s0" / "label_head.safetensors").exists()
     assert not (tmp_path / "runs" / "base-s0" / "label_head.safetensors").exists()
+
+
+def test_real_model_benchmark_reports_every_arm_against_the_prior(real_model, tmp_path):
+    """bench/real_model.py at its smallest on the shipped battles: the arms without a model, one SFT arm, its TTA
+    and the classification-head baseline (one step each), then the table with paired differences and the picture."""
+    from bench.real_model import paired
+
+    arms = ["prior", "longer", "sft token", "tta", "class head"]
+    result = run_cli("bench/real_model.py", "--data", "data/llmeval2/train.csv", "--model", real_model,
+                     "--arms", *arms, "--seeds", "0", "--train_rows", "8", "--heldout_rows", "8", "--max_steps", "1",
+                     "--batch_size", "2", "--max_length", "320", "--runs", tmp_path / "runs", "--results", tmp_path / "real.json",
+                     "--plot", tmp_path / "real.png")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "real.json").read_text())
+    assert [a["name"] for a in report["arms"]] == arms and (tmp_path / "real.png").stat().st_size > 0
+    for a in report["arms"]:
+        assert 0 < a["log_loss"]["median"] < 10 and 0 <= a["accuracy"]["median"] <= 1
+        assert ("vs prior" in a) == (a["name"] != "prior")  # every arm's per-row losses were found
+    assert "| class head |" in result.stdout
+    assert paired(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]))["mean"] == 1.0
