@@ -38,12 +38,14 @@ real-model: setup $(VENV)/.installed-real
 
 REAL_MODEL := runs/smollm2-135m-instruct
 demo-real: setup real-model
-	$(PY) infer.py --model $(REAL_MODEL) --data_file data/llmeval2/test.csv --max_length 320 \
+	$(PY) infer.py --model $(REAL_MODEL) --data_file data/llmeval2/test.csv --max_length 320 --load_in_4bit false \
 		--output_file runs/demo-real-zero-shot/submission.csv
 	$(PY) train_unsloth.py --config configs/demo-real.yaml
 	$(PY) infer.py --adapter runs/demo-real --data_file data/llmeval2/test.csv --output_file runs/demo-real-test/submission.csv
+	$(PY) infer.py --adapter runs/demo-real --data_file data/llmeval2/test.csv --tta \
+		--output_file runs/demo-real-test-tta/submission.csv
 	@$(PY) tools/compare.py --train data/llmeval2/train.csv --test data/llmeval2/test.csv \
-		zero-shot=runs/demo-real-zero-shot fine-tuned=runs/demo-real-test
+		zero-shot=runs/demo-real-zero-shot fine-tuned=runs/demo-real-test "fine-tuned, TTA=runs/demo-real-test-tta"
 
 test: setup real-model
 	$(PY) -m pytest -q -m "not kit" --durations=15 tests

@@ -42,9 +42,9 @@ def main() -> None:
         rows.append((name, m))
     freq = ", ".join(f"{c} {n / len(test):.2f}" for c, n in zip(CLASS_NAMES, np.bincount(test, minlength=k)))
     print(f"{len(test)} held-out rows ({freq}); {len(train)} training rows")
-    print(f"{'':<14}{'log loss':>10}{'accuracy':>10}")
+    print(f"{'':<18}{'log loss':>10}{'accuracy':>10}")
     for name, m in rows:
-        print(f"{name:<14}{m['log_loss']:>10.4f}{m['accuracy']:>10.3f}")
+        print(f"{name:<18}{m['log_loss']:>10.4f}{m['accuracy']:>10.3f}")
 
 
 if __name__ == "__main__":
