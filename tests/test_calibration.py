@@ -2,6 +2,7 @@
 infer.py applying a run's stored calibration (on the tiny model's real run)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -111,12 +112,19 @@ def test_training_stores_a_calibration_that_infer_applies(trained_run, heldout_f
     assert metrics["calibration"]["temperature"] == saved["temperature"]
     assert metrics["calibration"]["log_loss_before"] == pytest.approx(metrics["log_loss"], abs=1e-12)
     read = read_predictions(trained_run / "oof.csv")
-    out = tmp_path / "calibrated.csv"
-    check(run_cli("infer.py", "--adapter", trained_run, "--data_file", heldout_file, "--output_file", out))
-    predicted = read_predictions(out)
-    by_id = dict(zip(predicted.ids, predicted.probs))
-    expected = probabilities(read.logits(), saved["temperature"])
-    assert abs(saved["temperature"] - 1) > 0.01  # the calibration really changes the probabilities
-    np.testing.assert_allclose(np.stack([by_id[i] for i in read.ids]), expected, atol=1e-5)
+    # the run as trained, and a copy whose stored temperature is far from 1 (the fitted one can be close to 1, where
+    # applying it or not would look the same)
+    changed = tmp_path / "changed-run"
+    shutil.copytree(trained_run, changed)
+    (changed / "calibration.json").write_text(json.dumps({**saved, "temperature": 2 * saved["temperature"]}))
+    for run, temperature in ((trained_run, saved["temperature"]), (changed, 2 * saved["temperature"])):
+        out = tmp_path / run.name / "calibrated.csv"
+        check(run_cli("infer.py", "--adapter", run, "--data_file", heldout_file, "--output_file", out))
+        predicted = read_predictions(out)
+        by_id = dict(zip(predicted.ids, predicted.probs))
+        expected = probabilities(read.logits(), temperature)
+        np.testing.assert_allclose(np.stack([by_id[i] for i in read.ids]), expected, atol=1e-5)
+    # doubling the temperature moves the probabilities by far more than the tolerance: the copy's check can fail
+    assert np.abs(probabilities(read.logits(), saved["temperature"]) - expected).max() > 1e-3
     for name in ("reliability.png", "confusion.png", "subgroups.png"):
         assert (trained_run / name).stat().st_size > 1000, name
