@@ -82,7 +82,8 @@ def main() -> None:
         for weights in args.weights:
             four_bit = weights == "nf4"
             for budget in args.budgets:
-                key = f"score {weights} budget {budget} rows {args.rows} len {args.max_length} threads {args.threads} {name}"
+                key = (f"score {weights} budget {budget} rows {args.rows} len {args.max_length} "
+                       f"threads {args.threads} {name}")
                 scored = os.path.join(tmp, "rows-scored.csv")
                 first_rows(args.data, args.rows, scored)
                 jobs.append((key, lambda fb=four_bit, b=budget, s=scored, k=key: score(

@@ -21,9 +21,9 @@ seeded draw of --train_rows for training and --heldout_rows held out (the same f
 Beside each arm's median and range over seeds: its log loss minus the prior's (and minus sft token's) on the same
 held-out rows, averaged over seeds, with a 95% bootstrap interval over the rows (the held-out sample's noise, not
 the seeds'). The seed sets the LoRA init and the data order. Every arm x seed result is saved as it finishes
-(RUNS/results.json) and reused on a rerun with the same settings; then bench/results/real_model_cpu.json and docs/real_model_cpu.png are
-written. The model's float32 weights are used (--load_in_4bit false: the GGUF's own values; on a CPU as fast as
-NF4 for both scoring and training, bench/cpu_speed.py).
+(RUNS/results.json) and reused on a rerun with the same settings; then bench/results/real_model_cpu.json and
+docs/real_model_cpu.png are written. The model's float32 weights are used (--load_in_4bit false: the GGUF's own
+values; on a CPU as fast as NF4 for both scoring and training, bench/cpu_speed.py).
 """
 
 import argparse
@@ -45,6 +45,7 @@ from trl import TrlParser  # noqa: E402
 from arena.config import DEFAULT_TEMPLATE, LORA_TARGETS, ZERO_SHOT_TEMPLATE, DataArgs, ModelArgs, ScoreArgs, TrainConfig  # noqa: E402
 from arena.data import CLASS_NAMES, read_pairs  # noqa: E402
 from arena.io import atomic_open, write_json  # noqa: E402
+from arena.predictions import read_predictions, write_predictions  # noqa: E402
 from arena.prompts import Renderer, read_template  # noqa: E402
 from arena.scoring import metrics, pair_sequences  # noqa: E402
 from bench.common import REAL_DATA, REAL_MODEL, ROOT, check_real_inputs, read_json  # noqa: E402
@@ -96,9 +97,6 @@ def write_split(data: str, ids: list[str], train_rows: int, heldout_rows: int, f
 # ---- per-row predictions (for paired comparisons between arms on the same rows)
 
 
-PREDICTION_COLUMNS = ["winner_model_a", "winner_model_b", "winner_tie"]
-
-
 def predictions_file(folder: str, arm: str, seed: int) -> str | None:
     """Where an arm's held-out probabilities are (infer.py's output file, or the class head's own); None for the
     arms computed in the report (prior, longer)."""
@@ -113,22 +111,9 @@ def predictions_file(folder: str, arm: str, seed: int) -> str | None:
     return None
 
 
-def write_probabilities(path: str, ids: list[str], probs) -> None:
-    import csv
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_open(path) as out:
-        writer = csv.writer(out)
-        writer.writerow(["id", *PREDICTION_COLUMNS])
-        writer.writerows([i, *map(repr, map(float, row))] for i, row in zip(ids, probs))
-
-
 def row_losses(path: str, heldout) -> "np.ndarray":
-    """Each held-out row's negative log probability of its label, from a probabilities file, in `heldout`'s order."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as f:
-        probs = {r["id"]: [float(r[c]) for c in PREDICTION_COLUMNS] for r in csv.DictReader(f)}
+    """Each held-out row's negative log probability of its label, from a predictions file, in `heldout`'s order."""
+    probs = read_predictions(path).by_id()
     return np.array([-np.log(max(probs[p.id][p.label], 1e-15)) for p in heldout])
 
 
@@ -137,7 +122,8 @@ def paired(losses: "np.ndarray", reference: "np.ndarray", draws: int = 2000) -> 
     diff = losses - reference
     rng = np.random.default_rng(0)
     means = diff[rng.integers(0, len(diff), (draws, len(diff)))].mean(1)
-    return {"mean": float(diff.mean()), "low": float(np.quantile(means, 0.025)), "high": float(np.quantile(means, 0.975))}
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high)}
 
 
 # ---- arms without a language model
@@ -259,7 +245,8 @@ def class_head(model_dir: str, train_file: str, heldout_file: str, s: dict, seed
             ids, mask = batch(held[start:start + 8])
             probs.append(torch.softmax(model(input_ids=ids, attention_mask=mask).logits.double(), -1).numpy())
     probs = np.concatenate(probs)
-    write_probabilities(out, [p.id for p in heldout_pairs], probs)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    write_predictions(out, heldout_pairs, probs)
     return {**metrics(probs, labels_of(heldout_pairs)), "train_seconds": train_seconds}
 
 

@@ -161,8 +161,8 @@ def test_real_model_benchmark_reports_every_arm_against_the_prior(real_model, tm
     arms = ["prior", "longer", "sft token", "tta", "class head"]
     result = run_cli("bench/real_model.py", "--data", "data/llmeval2/train.csv", "--model", real_model,
                      "--arms", *arms, "--seeds", "0", "--train_rows", "8", "--heldout_rows", "8", "--max_steps", "1",
-                     "--batch_size", "2", "--max_length", "320", "--runs", tmp_path / "runs", "--results", tmp_path / "real.json",
-                     "--plot", tmp_path / "real.png")
+                     "--batch_size", "2", "--max_length", "320", "--runs", tmp_path / "runs",
+                     "--results", tmp_path / "real.json", "--plot", tmp_path / "real.png")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "real.json").read_text())
     assert [a["name"] for a in report["arms"]] == arms and (tmp_path / "real.png").stat().st_size > 0
