@@ -40,6 +40,7 @@ from arena.prompts import DEFAULT_LABELS, DEFAULT_MAX_LENGTH, Renderer, read_tem
 from arena.run_folder import METRICS, prompt_file, read_config
 from arena.scoring import BatchCache, log_loss, model_fingerprint, probabilities, score_logits
 
+
 @dataclass
 class InferArgs:
     data_file: str = field(default=None, metadata={"help": "CSV / Parquet / JSON Lines file with the arena columns."})

@@ -15,7 +15,6 @@ it at the end, so a failed run leaves none.
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 
