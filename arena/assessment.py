@@ -20,22 +20,20 @@ from arena.scoring import metrics
 TRUTH_FILE = "truth.csv"  # the demo's true probabilities, beside its data (data/make_demo_data.py)
 
 
-def add_bayes_limit(result: dict, pairs: list[Pair]) -> str:
+def add_bayes_limit(result: dict, pairs: list[Pair]) -> None:
     """On data with a truth.csv beside it (the demo): adds `bayes_limit`, the best log loss possible on `pairs` (the
-    mean entropy of their true distributions), and `gap` (log_loss - bayes_limit) to `result`, and returns them in
-    words for the score line. Elsewhere returns ""."""
+    mean entropy of their true distributions), and `gap` (log_loss - bayes_limit) to `result`."""
     truths = {}
     for source in sorted({p.source for p in pairs}):
         path = os.path.join(os.path.dirname(source), TRUTH_FILE)
         if not os.path.exists(path):
-            return ""
+            return
         truths.update(read_predictions(path).by_id())
     if not pairs or any(p.id not in truths for p in pairs):
-        return ""
+        return
     p = np.stack([truths[pair.id] for pair in pairs])
     result["bayes_limit"] = float(-np.mean(np.sum(p * np.log(np.where(p > 0, p, 1)), axis=1)))
     result["gap"] = result["log_loss"] - result["bayes_limit"]
-    return f" (Bayes limit {result['bayes_limit']:.4f}, gap {result['gap']:.4f})"
 
 
 def write_metrics(

@@ -28,12 +28,11 @@ from arena.swap import swapped, views
 
 # tokens per scoring batch (rows x padded length) when --score_max_tokens is not given, by device type: on a CPU
 # larger batches only add padding and page faults (docs/BENCHMARKS.md, "Where a CPU's time goes")
-DEFAULT_BUDGET = {"cpu": 1024}
-GPU_BUDGET = 16384
+CPU_BUDGET, GPU_BUDGET = 1024, 16384
 
 
 def default_budget(device: torch.device) -> int:
-    return DEFAULT_BUDGET.get(device.type, GPU_BUDGET)
+    return CPU_BUDGET if device.type == "cpu" else GPU_BUDGET
 
 
 def token_budget_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -194,6 +193,13 @@ def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
     p = probs / probs.sum(axis=1, keepdims=True)
     p = np.clip(p, np.finfo(np.float64).eps, 1 - np.finfo(np.float64).eps)
     return float(-np.mean(np.log(p[np.arange(len(labels)), labels])))
+
+
+def class_prior(train_labels: np.ndarray, n_rows: int, n_labels: int) -> np.ndarray:
+    """[n_rows, n_labels]: every row predicted with the training labels' class frequencies (add-one, so no class
+    has probability 0), the floor a model must beat."""
+    counts = np.bincount(train_labels, minlength=n_labels) + 1.0
+    return np.tile(counts / counts.sum(), (n_rows, 1))
 
 
 def metrics(probs: np.ndarray, labels: np.ndarray) -> dict:

@@ -77,15 +77,15 @@ def main() -> None:
     name = os.path.basename(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "rows.csv")
+        scored = os.path.join(tmp, "rows-scored.csv")
         first_rows(args.data, max(args.rows, 64), data)
+        first_rows(args.data, args.rows, scored)
         jobs = []
         for weights in args.weights:
             four_bit = weights == "nf4"
             for budget in args.budgets:
                 key = (f"score {weights} budget {budget} rows {args.rows} len {args.max_length} "
                        f"threads {args.threads} {name}")
-                scored = os.path.join(tmp, "rows-scored.csv")
-                first_rows(args.data, args.rows, scored)
                 jobs.append((key, lambda fb=four_bit, b=budget, s=scored, k=key: score(
                     args, s, os.path.join(tmp, k.replace(" ", "-"), "sub.csv"), fb, b)))
             for steps in ((1, 1 + args.train_steps) if args.train_steps else ()):

@@ -47,14 +47,13 @@ from arena.data import CLASS_NAMES, read_pairs  # noqa: E402
 from arena.io import atomic_open, write_json  # noqa: E402
 from arena.predictions import read_predictions, write_predictions  # noqa: E402
 from arena.prompts import Renderer, read_template  # noqa: E402
-from arena.scoring import metrics, pair_sequences  # noqa: E402
+from arena.scoring import class_prior, metrics, pair_sequences  # noqa: E402
 from bench.common import REAL_DATA, REAL_MODEL, ROOT, check_real_inputs, read_json  # noqa: E402
 
 SFT = {"sft token": [], "sft label": ["--loss", "label"], "label head": ["--label_head"],
        "swap": ["--swap_augment"]}
 ARMS = ["prior", "longer", "zero-shot plain", "zero-shot chat", *SFT, "tta", "class head"]
 DETERMINISTIC = {"prior", "longer", "zero-shot plain", "zero-shot chat"}  # no seed: one value
-SCORE_MAX_TOKENS = 2048  # scoring batches of at most this many tokens: on a CPU, far less system time (BENCHMARKS.md)
 
 
 class Missing(Exception):
@@ -136,10 +135,7 @@ def labels_of(pairs) -> "np.ndarray":
 
 
 def prior(train, heldout) -> dict:
-    import numpy as np
-
-    counts = np.bincount(labels_of(train), minlength=3) + 1.0  # add-one: no class has probability 0
-    probs = np.tile(counts / counts.sum(), (len(heldout), 1))
+    probs = class_prior(labels_of(train), len(heldout), 3)
     return {**metrics(probs, labels_of(heldout)), "probs": probs}
 
 
@@ -180,8 +176,7 @@ def longer(train, heldout) -> dict:
 def score(argv: list[str], out: str) -> dict:
     """infer.py with these flags; its metrics.json."""
     parser = TrlParser((infer.InferArgs, infer.ScoreArgs))
-    infer.main(*parser.parse_args_and_config([*argv, "--output_file", out, "--score_max_tokens",
-                                               str(SCORE_MAX_TOKENS), "--load_in_4bit", "false"]))
+    infer.main(*parser.parse_args_and_config([*argv, "--output_file", out, "--load_in_4bit", "false"]))
     return read_json(os.path.join(os.path.dirname(out), "metrics.json"), None)
 
 

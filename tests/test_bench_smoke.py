@@ -169,5 +169,9 @@ def test_real_model_benchmark_reports_every_arm_against_the_prior(real_model, tm
     for a in report["arms"]:
         assert 0 < a["log_loss"]["median"] < 10 and 0 <= a["accuracy"]["median"] <= 1
         assert ("vs prior" in a) == (a["name"] != "prior")  # every arm's per-row losses were found
+        if "vs prior" in a:
+            d = a["vs prior"]
+            assert d["low"] <= d["mean"] <= d["high"]
     assert "| class head |" in result.stdout
-    assert paired(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]))["mean"] == 1.0
+    d = paired(np.array([1.0, 2.0, 3.0, 4.0]), np.ones(4))
+    assert d["mean"] == 1.5 and 0 <= d["low"] < 1.5 < d["high"] <= 3

@@ -8,7 +8,6 @@ predicts every held-out row with the training rows' class frequencies (add-one).
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -16,7 +15,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from arena.data import CLASS_NAMES, read_pairs  # noqa: E402
-from arena.scoring import metrics  # noqa: E402
+from arena.run_folder import METRICS, path, read_metrics  # noqa: E402
+from arena.scoring import class_prior, metrics  # noqa: E402
 
 
 def main() -> None:
@@ -28,17 +28,14 @@ def main() -> None:
     train = np.array([p.label for p in read_pairs(args.train)])
     test = np.array([p.label for p in read_pairs(args.test)])
     k = max(train.max(), test.max()) + 1
-    counts = np.bincount(train, minlength=k) + 1.0
-    rows = [("class prior", metrics(np.tile(counts / counts.sum(), (len(test), 1)), test))]
+    rows = [("class prior", metrics(class_prior(train, len(test), k), test))]
     for item in args.runs:
         name, _, folder = item.partition("=")
-        path = os.path.join(folder, "metrics.json")
-        if not os.path.exists(path):
-            sys.exit(f"compare: {path} not found (score {args.test} into {folder} with infer.py first)")
-        with open(path, encoding="utf-8") as f:
-            m = json.load(f)
+        m = read_metrics(folder)
+        if m is None:
+            sys.exit(f"compare: no {path(folder, METRICS)} (score {args.test} into {folder} with infer.py first)")
         if m.get("n") != len(test):
-            sys.exit(f"compare: {path} scored {m.get('n')} rows, {args.test} has {len(test)}")
+            sys.exit(f"compare: {path(folder, METRICS)} scored {m.get('n')} rows, {args.test} has {len(test)}")
         rows.append((name, m))
     freq = ", ".join(f"{c} {n / len(test):.2f}" for c, n in zip(CLASS_NAMES, np.bincount(test, minlength=k)))
     print(f"{len(test)} held-out rows ({freq}); {len(train)} training rows")
