@@ -32,7 +32,7 @@ from arena.data import BadRows, check_label_count, read_pairs
 from arena.ensemble import DEFAULT_METHOD, METHODS, add_adapters, by_base, combine, run_folders
 from arena.errors import DataError
 from arena.label_head import FILE as LABEL_HEAD_FILE
-from arena.label_head import load_label_head
+from arena.label_head import head_kind, load_label_head
 from arena.loading import DTYPE_HELP, check_base, dtype_name, load_model
 from arena.predictions import winners_file, write_predictions, write_winners
 from arena.processes import process_state
@@ -112,7 +112,7 @@ class Member:
     labels: list[str]
     max_length: int
     chat_template: bool | None  # None: the tokenizer's chat template when it has one (a model alone)
-    label_head: bool  # trained with --label_head: label_head.safetensors must be there
+    label_head: str  # --label_head it was trained with: unless none, label_head.safetensors must be there
     calibration: Calibration | None
     temperature: float | None  # --temperature: replaces the calibration's
 
@@ -127,7 +127,7 @@ class Member:
             chat = False
         labels = list(args.labels or run.get("labels") or DEFAULT_LABELS)
         return cls(folder, run, (template, read_template(template)), labels,
-                   args.max_length or run.get("max_length") or DEFAULT_MAX_LENGTH, chat, run.get("label_head", False),
+                   args.max_length or run.get("max_length") or DEFAULT_MAX_LENGTH, chat, head_kind(run.get("label_head")),
                    None if args.no_calibration else Calibration.load(folder), args.temperature)
 
     def uses_chat_template(self, tokenizer) -> bool:
@@ -222,7 +222,7 @@ def score_member(model, tokenizer, member: Member, pairs, score_args: ScoreArgs,
     renderer = Renderer(tokenizer, member.template[1], member.labels, member.max_length, chat)
     in_chat = ", in the tokenizer's chat template" if chat else ""
     state.print(f"{member.folder}: prompt {member.template[0]}{in_chat}")
-    if load_label_head(model, member.folder, renderer.label_ids, member.label_head):
+    if load_label_head(model, member.folder, renderer.label_ids, member.label_head != "none"):
         state.print(f"{member.folder}: label head {os.path.join(member.folder, LABEL_HEAD_FILE)}")
     cache_folder, *loaded = cache
     batches = BatchCache(cache_folder, model_fingerprint(member.folder, *loaded, chat, renderer.label_ids))

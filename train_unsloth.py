@@ -15,6 +15,7 @@ import unsloth  # noqa: F401  (first: unsloth patches transformers and trl on im
 from unsloth import FastLanguageModel
 
 import os
+import random
 import sys
 from dataclasses import replace
 
@@ -29,7 +30,7 @@ from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, config_yam
 from arena.crossval import fold_finished, summarize
 from arena.data import BadRows, check_label_count, split_data
 from arena.errors import DataError
-from arena.label_head import attach_label_head
+from arena.label_head import PRIOR_ROWS, attach_label_head, set_prior_bias
 from arena.loading import adapters_to_float32, base_facts, load_model, local_only, precision
 from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
 from arena.predictions import Heldout, teacher_probs
@@ -128,8 +129,8 @@ def train_fold(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs
         use_gradient_checkpointing=gradient_checkpointing(model_args.use_gradient_checkpointing),
         random_state=args.seed,
     )
-    if model_args.label_head:
-        attach_label_head(model, renderer.label_ids)
+    if model_args.label_head != "none":
+        new_label_head(model, renderer, split.train, model_args.label_head, args.seed, score_args.score_max_tokens, log)
     trainer = ArenaTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                            label_ids=renderer.label_ids)
     adapters_to_float32(model)
@@ -185,6 +186,18 @@ def training_pairs(split, data_args: DataArgs, swap: bool, bad_rows: BadRows):
         pairs, soft = swap_augment(pairs, soft)
         split.counts["swapped rows added (--swap_augment)"] = len(pairs) // 2
     return pairs, soft
+
+
+def new_label_head(model, renderer: Renderer, pairs, kind: str, seed: int, max_tokens, log) -> None:
+    """--label_head rows|fresh: the head, its bias set from its logits on a seeded sample of the training rows so
+    that its mean prediction there is the training labels' class frequencies."""
+    head = attach_label_head(model, renderer.label_ids, kind, seed)
+    sample = random.Random(seed).sample(pairs, min(PRIOR_ROWS, len(pairs)))
+    model.eval()
+    logits = score_logits(model, renderer, sample, max_tokens)[:, 0]
+    model.train()
+    bias = set_prior_bias(head, logits, np.array([p.label for p in pairs]))
+    log(f"label head: {kind}, start bias {np.round(bias, 3).tolist()} (from {len(sample)} training rows)")
 
 
 def gradient_checkpointing(value: str):

@@ -15,6 +15,7 @@ import yaml
 from trl import SFTConfig, TrlParser
 
 from arena.errors import DataError
+from arena.label_head import head_kind
 from arena.loading import DTYPE_HELP, compute_dtype
 from arena.prompts import DEFAULT_LABELS, DEFAULT_MAX_LENGTH
 
@@ -45,12 +46,17 @@ class ModelArgs:
     use_gradient_checkpointing: str = field(
         default="unsloth", metadata={"help": "'unsloth' (offloaded), 'true' (standard) or 'false'."}
     )
-    label_head: bool = field(
-        default=False,
-        metadata={"help": "Train a scale and a bias on each label's logit too (arena/label_head.py); saved with the "
-                          "adapter. For tied-embedding models such as Gemma-2. With --loss token, batches are padded "
-                          "(not padding-free; --padding_free true stops with an error)."},
+    label_head: str = field(
+        default="none",
+        metadata={"help": "The label logits from a head of their own (arena/label_head.py), saved with the adapter: "
+                          "'rows' (the bare flag) starts from the LM head's rows of the label tokens, untied; "
+                          "'fresh' is a new classification head; both start with a bias that makes the mean "
+                          "prediction the training labels' frequencies. 'none': the LM head's own rows. With --loss "
+                          "token, batches are padded (--padding_free true stops with an error)."},
     )
+
+    def __post_init__(self):
+        self.label_head = head_kind(self.label_head)
 
 
 @dataclass
@@ -125,7 +131,8 @@ class TrainConfig(SFTConfig):
                           "the label tokens' logits only.", "choices": ["token", "label"]},
     )
     swap_augment: bool = field(
-        default=False, metadata={"help": "Also train on every training pair with A and B swapped, in the same batch."}
+        default=False, metadata={"help": "Train each battle as it is or with A and B swapped (a seeded coin per "
+                                         "battle; the other side in the next epoch)."}
     )
     distill_alpha: float = field(
         default=0.5, metadata={"help": "With --teacher_file: weight of the hard-label loss; 1 - alpha goes to the KL."}
@@ -197,10 +204,12 @@ def parse_settings(dataclass_types, args: list[str] | None = None) -> tuple:
 def bare_booleans(parser) -> None:
     """Every boolean flag works bare (`--tta`, `--chat_template`) as well as with a value (`--tta false`).
     transformers' parser makes a flag of a `bool | None` field (default None: "the run's setting") take a value
-    always; here it takes one optionally, as the plain `bool` flags do."""
+    always; here it takes one optionally, as the plain `bool` flags do. `--label_head` bare is `rows`."""
     for action in parser._actions:
         if getattr(action.type, "__name__", "") == "string_to_bool" and action.nargs is None:
             action.nargs, action.const = "?", True
+        if action.dest == "label_head":
+            action.nargs, action.const = "?", "rows"
 
 
 def check_config_file(parser, path: str) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from arena.calibration import minimize, nll
 from arena.errors import DataError
-from arena.run_folder import ADAPTER_CONFIG, adapter_base, is_adapter, path
+from arena.run_folder import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LABEL_HEAD, adapter_base, is_adapter, path
 
 METHODS = ("prob", "logprob")
 # better than "prob" on both seeds measured on the demo: docs/BENCHMARKS.md, "Calibration, priors and ensembles"
@@ -68,8 +68,13 @@ def run_folders(paths: list[str]) -> list[str]:
     out = []
     for folder in paths:
         if is_adapter(folder):
+            if not os.path.exists(path(folder, ADAPTER_WEIGHTS)):
+                raise DataError(f"{folder}: {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}: not a complete run folder")
             out.append(folder)
             continue
+        if os.path.exists(path(folder, LABEL_HEAD)):
+            raise DataError(f"{folder}: a label head ({LABEL_HEAD}) but no adapter ({ADAPTER_CONFIG}); for a merged "
+                            "export use --model, not --adapter")
         folds = sorted(glob.glob(path(folder, "fold-*", ADAPTER_CONFIG)))
         if not folds:
             raise DataError(f"{folder}: no adapter here (no adapter_config.json, and no fold-<k>/ folders with one)")

@@ -1,47 +1,132 @@
-"""`--label_head`: a trainable output of the label tokens' own, a scale and a bias on each label's logit.
+"""`--label_head`: the label logits from a [labels, hidden] linear layer of their own (weights and a bias) on the
+hidden state that predicts the label, in place of the LM head's rows of the label tokens.
 
-With tied embeddings (Gemma-2) the label tokens' output rows are their input embeddings, which LoRA leaves frozen.
-The label head adds two numbers per label, applied to the model's own logits (for Gemma-2, after its softcapping):
-logit_k -> scale_k * logit_k + bias_k (scale 1, bias 0 at the start: the model as it was). The embeddings stay tied
-and untouched. `LabelHead.forward` is the one place the transformation lives, applied by
-`arena.label_logits.label_logits`, which training (either loss) and scoring share. The head is saved beside the
-adapter (and in every checkpoint) as label_head.safetensors, and `infer.py --adapter` loads it from there.
+- `rows` (the bare flag): started from the LM head's rows of " A", " B", " Tie": an untied copy (with tied
+  embeddings, as SmolLM2, Gemma and small Qwens have, LoRA alone never moves those rows, and training the tied
+  rows through peft re-ties or drops them at merge: peft #2777, unsloth PR #9331).
+- `fresh`: a new classification head (weights drawn from N(0, the model's initializer_range), seeded): the
+  competition winners' head, trained by the same trainer as the generation head.
+- `none`: the LM head's own rows (the seed recipe).
+
+Both heads start with a bias that makes the mean prediction over a sample of the training rows equal the training
+labels' class frequencies (`prior_bias`): the LM's own label rows start far from them (SmolLM2 puts P(tie) at
+0.0004 on LLMEval^2, where 23% are ties). The head is used through `arena.label_logits.label_output`, which puts
+it in the model's output layer for one forward pass (Gemma-2's logit soft-capping still applies). It is saved
+beside the adapter (and in every checkpoint) as label_head.safetensors with the base's vocabulary and hidden sizes,
+and loaded from a run folder or a merged export by `load_label_head`.
 """
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save
 
 from arena.errors import DataError
 from arena.io import atomic_open
 from arena.run_folder import LABEL_HEAD as FILE
 from arena.run_folder import path
 
+HEADS = ("none", "rows", "fresh")
+PRIOR_ROWS = 64  # training rows scored to set the start bias
+BIAS_STEPS = 200  # fixed-point steps of `prior_bias`
+
+
+def head_kind(value) -> str:
+    """A --label_head setting as one of HEADS: a bare flag or `true` (also an older run's config.yaml) is `rows`,
+    `false` is `none`."""
+    kind = {True: "rows", False: "none", None: "none", "true": "rows", "false": "none", "": "none"}.get(
+        value.lower() if isinstance(value, str) else value, value)
+    if kind not in HEADS:
+        raise DataError(f"--label_head must be one of {', '.join(HEADS)} (bare: rows), got {value!r}")
+    return kind
+
 
 class LabelHead(torch.nn.Module):
-    def __init__(self, label_ids: list[int]):
+    """The label logits hidden @ weight.T + bias, in float32; `label_ids` are the tokens it stands in for."""
+
+    def __init__(self, label_ids: list[int], weight: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
-        self.register_buffer("label_ids", torch.tensor(label_ids, dtype=torch.long))
-        self.scale = torch.nn.Parameter(torch.ones(len(label_ids)))
-        self.bias = torch.nn.Parameter(torch.zeros(len(label_ids)))
+        self.register_buffer("label_ids", torch.tensor(label_ids, dtype=torch.long, device=weight.device))
+        self.weight = torch.nn.Parameter(weight.detach().float().clone())
+        self.bias = torch.nn.Parameter(torch.zeros(len(label_ids), device=weight.device) if bias is None
+                                       else bias.detach().float().clone())
 
-    def forward(self, label_logits: torch.Tensor) -> torch.Tensor:
-        """[..., labels] logits of the label tokens -> the same, transformed (float32)."""
-        return label_logits.float() * self.scale + self.bias
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden.to(self.weight.dtype), self.weight, self.bias)
 
 
-def attach_label_head(model, label_ids: list[int]) -> LabelHead:
-    """A new head (the identity) as the model's `label_head` submodule: its parameters train with the adapter's."""
-    model.label_head = LabelHead(label_ids).to(next(model.parameters()).device)
+def output_layer(model):
+    """The model's output layer (its LM head), under peft's and DDP's wrappers."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_output_embeddings()
+
+
+def attach_label_head(model, label_ids: list[int], kind: str = "rows", seed: int = 0) -> LabelHead:
+    """A new head as the model's `label_head` submodule (its parameters train with the adapter's): `rows`, the LM
+    head's rows of `label_ids`; `fresh`, seeded random weights. The bias starts at zero (see `set_prior_bias`)."""
+    lm_head = output_layer(model)
+    ids = torch.as_tensor(label_ids, device=lm_head.weight.device)
+    if kind == "rows":
+        weight = lm_head.weight.detach().index_select(0, ids).float()
+    elif kind == "fresh":
+        std = getattr(model.config, "initializer_range", 0.02) or 0.02
+        generator = torch.Generator().manual_seed(seed)
+        weight = torch.randn(len(label_ids), lm_head.weight.shape[1], generator=generator) * std
+    else:
+        raise DataError(f"no label head to attach for --label_head {kind}")
+    model.label_head = LabelHead(label_ids, weight.to(lm_head.weight.device))
     return model.label_head
 
 
-def save_label_head(head: LabelHead, folder: str) -> None:
+def prior_bias(logits: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
+    """The bias b [labels] for which the mean of softmax(logits + b) over the rows equals `frequencies` (a fixed
+    point of b <- b + log f - log mean softmax(logits + b)), from [rows, labels] logits."""
+    logits, target = torch.from_numpy(np.asarray(logits, np.float64)), torch.from_numpy(np.log(frequencies))
+    bias = torch.zeros(logits.shape[1], dtype=torch.float64)
+    for _ in range(BIAS_STEPS):
+        bias += target - torch.softmax(logits + bias, -1).mean(0).log()
+        bias -= bias.mean()
+    return bias.numpy()
+
+
+def set_prior_bias(head: LabelHead, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Sets the head's bias from its logits on a sample of training rows (with bias zero) and the training labels
+    (add-one class frequencies); returns the bias."""
+    counts = np.bincount(labels, minlength=len(head.label_ids)) + 1.0
+    bias = prior_bias(logits, counts / counts.sum())
+    with torch.no_grad():
+        head.bias.copy_(torch.from_numpy(bias).float())
+    return bias
+
+
+def save_label_head(head: LabelHead, folder: str, config) -> None:
+    """label_head.safetensors: the head's tensors, with the base's vocabulary and hidden sizes as metadata."""
+    tensors = {name: t.detach().cpu().contiguous() for name, t in head.state_dict().items()}
+    sizes = {key: str(getattr(config, key, None)) for key in ("vocab_size", "hidden_size")}
     with atomic_open(path(folder, FILE), "wb") as f:
-        f.write(save({name: t.detach().cpu().contiguous() for name, t in head.state_dict().items()}))
+        f.write(save(tensors, metadata=sizes))
+
+
+def read_label_head(file: str, config) -> dict[str, torch.Tensor]:
+    """The tensors of a saved head, after checking that it was trained on a base of `config`'s vocabulary and hidden
+    sizes. A head of an older version (a scale and a bias on the LM's label logits) is returned as it is."""
+    try:
+        with safe_open(file, "pt") as f:
+            tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except Exception as e:  # a truncated or foreign file: safetensors' own error, in one line
+        raise DataError(f"{file}: not a readable label head ({str(e).splitlines()[0]})") from None
+    given = {key: str(getattr(config, key, None)) for key in ("vocab_size", "hidden_size")}
+    saved = {key: meta.get(key, given[key]) for key in given}  # an older head's file has no sizes: not checked
+    if saved != given:
+        raise DataError(f"{file}: the label head was trained on a base with vocab_size {saved['vocab_size']} and "
+                        f"hidden_size {saved['hidden_size']}; this base has vocab_size {given['vocab_size']} and "
+                        f"hidden_size {given['hidden_size']}")
+    return tensors
 
 
 def load_label_head(model, folder: str, label_ids: list[int], required: bool = False) -> LabelHead | None:
@@ -54,17 +139,27 @@ def load_label_head(model, folder: str, label_ids: list[int], required: bool = F
         if required:
             raise DataError(f"{file}: not found, but the run was trained with --label_head")
         return None
-    saved = load_file(file)
+    saved = read_label_head(file, model.config)
     if saved["label_ids"].tolist() != list(label_ids):
         raise DataError(
             f"{file}: the label head was trained for label tokens {saved['label_ids'].tolist()}, "
             f"not {list(label_ids)}; score with the run's own --labels"
         )
-    head = attach_label_head(model, label_ids)
-    head.load_state_dict(saved)
+    device = output_layer(model).weight.device
+    if "scale" in saved:  # an older version's head: scale * (LM rows . h) + bias is the rows head scale * rows
+        if getattr(model.config, "final_logit_softcapping", None):
+            raise DataError(f"{file}: a label head of an older version (a scale and a bias) on a model with logit "
+                            "soft-capping cannot be converted; train the run again")
+        head = attach_label_head(model, label_ids, "rows")
+        with torch.no_grad():
+            head.weight.mul_(saved["scale"].to(device).unsqueeze(1))
+            head.bias.copy_(saved["bias"])
+        return head
+    head = LabelHead(label_ids, saved["weight"].to(device), saved["bias"].to(device))
+    model.label_head = head
     return head
 
 
-def load_label_head_weights(head: LabelHead, folder: str) -> None:
+def load_label_head_weights(head: LabelHead, folder: str, config) -> None:
     """The weights saved in `folder` (a checkpoint being resumed) into `head`."""
-    head.load_state_dict(load_file(path(folder, FILE)))
+    head.load_state_dict(read_label_head(path(folder, FILE), config))

@@ -25,8 +25,8 @@ from trl import SFTTrainer
 
 from arena.errors import DataError
 from arena.label_head import load_label_head_weights, save_label_head
-from arena.label_logits import trained_label_logits, trained_position_logits, with_label_logits
-from arena.swap import SwapPairSampler
+from arena.label_logits import trained_label_logits, trained_position_logits
+from arena.swap import RandomSwapSampler
 
 LOSSES = ("token", "label")
 SOFT_LABELS = "soft_labels"  # the dataset column of teacher probabilities
@@ -73,7 +73,7 @@ class SoftLabelCollator:
 
 class ArenaTrainer(SFTTrainer):
     """trl's SFTTrainer (as unsloth patches it, on CPU and GPU) with `args.loss`, soft labels from a
-    `soft_labels` column, `args.swap_augment`'s pairs batched together, and the model's `--label_head` (applied in
+    `soft_labels` column, `args.swap_augment`'s battles on a random side each, and the model's `--label_head` (applied in
     either loss, saved with the adapter and in every checkpoint). Settings: `arena.config.TrainConfig`."""
 
     def __init__(self, *args, label_ids: list[int], **kwargs):
@@ -84,7 +84,13 @@ class ArenaTrainer(SFTTrainer):
                 raise DataError("--label_head with --loss token trains on padded batches: leave out --padding_free, "
                                 "or train with --loss label")
             kwargs["args"].padding_free = False
+        head = label_head_of(kwargs["model"])
+        kept = None if head is None else {k: v.detach().clone() for k, v in head.state_dict().items()}
         super().__init__(*args, **kwargs)
+        if head is not None:  # trl casts a quantized model's trainable weights to bf16: the head stays float32
+            for param in head.parameters():
+                param.data = param.data.float()
+            head.load_state_dict(kept)
         self.label_ids = list(label_ids)
         if SOFT_LABELS in (self.train_dataset.column_names or []):
             self.data_collator = SoftLabelCollator(self.data_collator)
@@ -102,8 +108,7 @@ class ArenaTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         if self.args.loss == "token":
-            logits, targets = trained_position_logits(model, inputs)
-            logits = with_label_logits(unwrapped, logits, head.label_ids)
+            logits, targets = trained_position_logits(model, inputs, unwrapped)
             per_row = F.cross_entropy(logits, targets, reduction="none")
         else:
             logits, targets = trained_label_logits(model, inputs, self.label_ids, unwrapped)
@@ -119,13 +124,13 @@ class ArenaTrainer(SFTTrainer):
         super()._save(output_dir, state_dict)
         head = label_head_of(self.model)
         if head is not None:
-            save_label_head(head, output_dir or self.args.output_dir)
+            save_label_head(head, output_dir or self.args.output_dir, self.model.config)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         head = label_head_of(self.model)
         if head is not None:
-            load_label_head_weights(head, resume_from_checkpoint)
+            load_label_head_weights(head, resume_from_checkpoint, self.model.config)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
@@ -138,7 +143,7 @@ class ArenaTrainer(SFTTrainer):
                             "sequential or group_by_length")
         if type(base) is RandomSampler:  # what accelerate does to a plain RandomSampler it can see
             base = SeedableRandomSampler(data_source=base.data_source, data_seed=self.args.data_seed)
-        return SwapPairSampler(base, n)
+        return RandomSwapSampler(base, n, self.args.seed)
 
 
 def label_head_of(model):

@@ -2,7 +2,7 @@
 and writes them. Other modules name a file by the constant here and never spell it.
 
     adapter_config.json, adapter_model.safetensors   the LoRA adapter (peft), and the tokenizer's files
-    label_head.safetensors   the --label_head's scale and bias (arena/label_head.py)
+    label_head.safetensors   the --label_head's weights and bias (arena/label_head.py)
     base_model.json   what the adapter needs of its base: architecture and sizes (checked by infer.py --model)
     config.yaml       every resolved setting (what --config reads back; infer.py reads the run's from it)
     prompt.txt        the prompt template the run was trained with
@@ -33,6 +33,7 @@ import yaml
 from arena.io import atomic_open, write_json
 
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LABEL_HEAD = "label_head.safetensors"
 BASE_MODEL = "base_model.json"
 CONFIG = "config.yaml"

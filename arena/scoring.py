@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from arena.data import Pair
 from arena.io import atomic_open
-from arena.label_logits import label_logits
+from arena.label_logits import label_output
 from arena.prompts import Renderer
 from arena.swap import swapped, views
 
@@ -105,7 +105,6 @@ def score_ids(
     batches of at most `max_tokens` (None: the device's default_budget)."""
     device = next(model.parameters()).device
     max_tokens = max_tokens or default_budget(device)
-    label_index = torch.tensor(label_ids, device=device)
     out = np.zeros((len(seqs), len(label_ids)))
     bar = tqdm(total=len(seqs), desc="scoring", unit="pair", disable=not progress or len(seqs) == 0)
     for batch in token_budget_batches([len(s) for s in seqs], max_tokens):
@@ -122,14 +121,15 @@ def score_ids(
             input_ids[row, width - n :] = torch.tensor(seqs[i])
             mask[row, width - n :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(
-            input_ids=input_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            logits_to_keep=1,
-            use_cache=False,
-        ).logits[:, -1, :]
-        out[batch] = label_logits(model, logits, label_index).double().cpu().numpy()
+        with label_output(model, label_ids):
+            logits = model(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                logits_to_keep=1,
+                use_cache=False,
+            ).logits[:, -1, :]
+        out[batch] = logits.double().cpu().numpy()
         if cache is not None:
             cache.put([seqs[i] for i in batch], out[batch])
         bar.update(len(batch))

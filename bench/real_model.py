@@ -150,12 +150,12 @@ def length_features(pairs) -> "torch.Tensor":
     return torch.tensor(rows, dtype=torch.float64)
 
 
-def longer(train, heldout) -> dict:
-    """A 3-class logistic regression on the answers' length difference (L2 1e-3), fitted by L-BFGS."""
+def longer(train, heldout, classes: int = 3) -> dict:
+    """A logistic regression over `classes` classes on the answers' length difference (L2 1e-3), fitted by L-BFGS."""
     import torch
 
     x, y = length_features(train), torch.tensor(labels_of(train))
-    weights = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
+    weights = torch.zeros(3, classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weights], max_iter=200, line_search_fn="strong_wolfe")
 
     def loss():

@@ -149,7 +149,7 @@ def test_label_logits_apply_the_final_logit_softcapping_of_gemma2():
     assert classes.tolist() == [1, 2]
 
 
-def test_swap_augmented_pairs_share_a_batch(lora_model, demo_data, tmp_path):
+def test_swap_augment_trains_each_battle_on_one_side_per_epoch(lora_model, demo_data, tmp_path):
     from arena.swap import swap_augment
 
     model, tokenizer = lora_model
@@ -159,13 +159,18 @@ def test_swap_augmented_pairs_share_a_batch(lora_model, demo_data, tmp_path):
                        train_sampling_strategy="group_by_length")
     trainer = ArenaTrainer(model=model, args=args, train_dataset=Dataset.from_dict(training_columns(renderer, pairs)),
                            processing_class=tokenizer, label_ids=renderer.label_ids)
-    order = list(trainer._get_train_sampler())
-    assert sorted(order) == list(range(24)) and all(order[k + 1] == order[k] + 12 for k in range(0, 24, 2))
+    sampler = trainer._get_train_sampler()
+    first = list(sampler)
+    assert sorted(i % 12 for i in first) == list(range(12))  # every battle once an epoch
+    assert 0 < sum(i >= 12 for i in first) < 12  # some as they are, some swapped
+    sampler.set_epoch(1)
+    second = list(sampler)
+    side = {i % 12: i >= 12 for i in first}
+    assert all((i >= 12) != side[i % 12] for i in second)  # the next epoch: each battle on its other side
     swapped_label = dict(zip(renderer.label_ids, [renderer.label_ids[i] for i in (1, 0, 2)]))
-    for batch in trainer.get_train_dataloader():
-        mask, ids, labels = batch["attention_mask"], batch["input_ids"], batch["labels"]
-        for row in range(0, len(mask), 2):  # each original, then its swap: the same tokens, the label swapped
-            n = int(mask[row].sum())
-            assert int(mask[row + 1].sum()) == n
-            assert sorted(ids[row, : n - 1].tolist()) == sorted(ids[row + 1, : n - 1].tolist())
-            assert swapped_label[labels[row, n - 1].item()] == labels[row + 1, n - 1].item()
+    rows = Dataset.from_dict(training_columns(renderer, pairs))
+    for i in range(12):  # row i + 12 is row i swapped: the same tokens, the label swapped
+        a, b = rows[i], rows[i + 12]
+        assert sorted(a["input_ids"][:-1]) == sorted(b["input_ids"][:-1])
+        assert swapped_label[a["input_ids"][-1]] == b["input_ids"][-1]
+    assert sum(len(batch["input_ids"]) for batch in trainer.get_train_dataloader()) == 12
