@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.real_model import labels_of, longer, paired, score, train  # noqa: E402  (imports unsloth first)
 
 from arena.config import DEFAULT_TEMPLATE  # noqa: E402
-from arena.data import read_pairs  # noqa: E402
+from arena.data import BadRows, read_pairs  # noqa: E402
 from arena.io import atomic_open, write_json  # noqa: E402
 from arena.predictions import read_predictions  # noqa: E402
 from arena.prompts import Renderer, read_template  # noqa: E402
@@ -104,7 +104,9 @@ def prepare(name: str, spec: dict, args, folder: str) -> dict[str, str]:
         validation = set(random.Random(0).sample(ids, args.validation_rows))
         csv_subset(spec["train"], set(ids) - validation, files["train"])
         csv_subset(spec["train"], validation, files["validation"])
-        csv_subset(spec["heldout"], {p.id for p in read_pairs(spec["heldout"])}, files["heldout"])
+        heldout = [p.id for p in read_pairs(spec["heldout"])]
+        chosen = random.Random(0).sample(heldout, min(args.heldout_rows, len(heldout)))
+        csv_subset(spec["heldout"], set(chosen), files["heldout"])
         return files
     if not os.path.exists(spec["source"]):
         raise Missing(f"{spec['source']} not found (HH-RLHF lives in ../shared/data, beside this checkout)")
@@ -113,8 +115,9 @@ def prepare(name: str, spec: dict, args, folder: str) -> dict[str, str]:
     plain = os.path.join(folder, "all.jsonl")
     with atomic_open(plain) as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
-    pairs = read_pairs(plain)
-    keep = [r for r, ok in zip(rows, fits(pairs, tokenizer, spec["labels"], args.max_length)) if ok]
+    pairs = read_pairs(plain, on_bad_row="skip", bad_rows=BadRows())  # HH has a few rows without an answer
+    fitting = {p.id for p, ok in zip(pairs, fits(pairs, tokenizer, spec["labels"], args.max_length)) if ok}
+    keep = [r for r in rows if r["id"] in fitting]
     need = args.train_rows + args.validation_rows + args.heldout_rows
     if len(keep) < need:
         raise Missing(f"{name}: only {len(keep)} rows fit {args.max_length} tokens; {need} needed")
@@ -322,7 +325,7 @@ def main() -> None:
     parser.add_argument("--gradient_checkpointing", default="unsloth")
     parser.add_argument("--train_rows", type=int, default=640, help="hh-helpful: distinct training rows")
     parser.add_argument("--validation_rows", type=int, default=80)
-    parser.add_argument("--heldout_rows", type=int, default=200, help="hh-helpful: held-out rows")
+    parser.add_argument("--heldout_rows", type=int, default=200, help="held-out rows (llmeval2: a draw of test.csv)")
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "heads-bench"))
     parser.add_argument("--results", default=os.path.join(ROOT, "bench", "results", "heads_cpu.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "heads_cpu.png"))

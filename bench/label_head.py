@@ -6,7 +6,7 @@
 
 Each run is `train_unsloth.py --config configs/demo.yaml --model MODEL --seed S` plus the arm's flags, all in this
 process (one import of unsloth, as bench/quality.py does); the seed sets the folds, the LoRA init and the data order, and both arms of a seed see the same ones.
-Arms: `base` (LoRA only), `label_head` (--label_head: a scale and a bias on the label logits), `lm_head` (LoRA
+Arms: `base` (LoRA only), `label_head` (--label_head: the label rows as a head of their own, arena/label_head.py), `lm_head` (LoRA
 targets plus lm_head, which unsloth trains in full as a module to save: the output head untied from the input
 embeddings, for comparison). Flags after `--` go to every run. Results (per run and the paired differences) go to
 bench/results/label_head_cpu.json after every run; each run's folder and its log (RUNS/ARM-sSEED.log) are kept, and

@@ -6,7 +6,7 @@
 Variants, each adding to the one before, all else configs/demo.yaml:
 - token:           the seed recipe, next-token cross-entropy over the whole vocabulary at the label token
 - label:           --loss label, the cross-entropy over the three label-token logits only
-- label+swap:      --swap_augment, every training pair also with A and B swapped, in the same batch
+- label+swap:      --swap_augment, each battle on a random side (A and B swapped or not) every epoch
 - +distill(run):   --teacher_file with the predictions of this seed's label+swap run on its own training rows
                    (infer.py; in-sample, as a teacher trained on the same rows gives them), alpha 0.5, T 1
 - +distill(truth): --teacher_file truth.csv, the demo's true probabilities (an oracle teacher), alpha 0.5, T 1

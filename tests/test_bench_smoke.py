@@ -175,3 +175,31 @@ def test_real_model_benchmark_reports_every_arm_against_the_prior(real_model, tm
     assert "| class head |" in result.stdout
     d = paired(np.array([1.0, 2.0, 3.0, 4.0]), np.ones(4))
     assert d["mean"] == 1.5 and 0 <= d["low"] < 1.5 < d["high"] <= 3
+
+
+def test_heads_benchmark_chooses_each_arms_learning_rate_on_validation_rows(real_model, tmp_path):
+    """bench/heads.py at its smallest: two arms, two learning rates on seed 0, the chosen one on seed 1, two sizes
+    from one run's checkpoints; the report's runs, paired differences and picture."""
+    result = run_cli("bench/heads.py", "--model", real_model, "--datasets", "llmeval2", "--arms", "label loss",
+                     "class head", "--seeds", "0", "1", "--sizes", "4", "8", "--learning_rates", "1e-4", "1e-3",
+                     "--validation_rows", "4", "--heldout_rows", "8", "--runs", tmp_path / "runs",
+                     "--results", tmp_path / "heads.json", "--plot", tmp_path / "heads.png")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "heads.json").read_text())
+    store = report["store"]
+    assert len(store) == 6 and (tmp_path / "heads.png").stat().st_size > 0
+    for arm in ("label loss", "class head"):
+        lrs = [float(k.split("/lr")[1].split("/")[0]) for k in store if f"/{arm}/" in k and k.endswith("seed0")]
+        losses = [np.mean([store[f"llmeval2/{arm}/lr{lr:g}/seed0"]["sizes"][s]["validation"]["log_loss"]
+                           for s in ("4", "8")]) for lr in sorted(lrs)]
+        lr = report["learning_rates"][f"llmeval2/{arm}"]
+        assert lr == sorted(lrs)[int(np.argmin(losses))]  # the validation rows chose it
+        assert f"llmeval2/{arm}/lr{lr:g}/seed1" in store
+        runs = [r for r in report["runs"] if r["arm"] == arm]
+        assert sorted((r["rows_seen"], r["seed"]) for r in runs) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+        assert all(r["learning_rate"] == lr for r in runs)
+    assert {r["arm"] for r in report["runs"]} == {"prior", "longer", "label loss", "class head"}
+    pairs = {(p["arm"], p["reference"], p["rows_seen"]) for p in report["paired"]}
+    assert ("label loss", "class head", 8) in pairs and ("class head", "prior", 4) in pairs
+    assert all(p["low"] <= p["mean"] <= p["high"] for p in report["paired"])
+    assert "| llmeval2 | 8 | class head |" in result.stdout
