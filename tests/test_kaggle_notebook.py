@@ -120,3 +120,10 @@ def test_one_process_per_gpu_and_float16_where_a_gpu_has_no_bfloat16():
     assert Submission(runs=["run"], data_file="test.csv", gpus=2).processes(CPU) == 2  # CPU processes, as tested
     with pytest.raises(Stop, match="GPUS: 3 processes asked for, this machine has 2 GPU"):
         Submission(runs=["run"], data_file="test.csv", gpus=3).command(T4S)
+
+
+def test_the_time_on_paper_in_the_docs_is_what_tools_kaggle_time_prints():
+    printed = check(run_cli("tools/kaggle_time.py")).stdout
+    tables = [line for line in printed.splitlines() if line.startswith("|")]
+    docs = (ROOT / "docs" / "kaggle.md").read_text().splitlines()
+    assert len(tables) == 9 and [line for line in tables if line not in docs] == []

@@ -81,10 +81,10 @@ class Submission:
             missing.append(f"GPUS: {self.gpus!r} is not a number of processes (1 or more; None: one per GPU)")
         if missing:
             raise Stop("\n".join(f"error: {line}" for line in missing))
-        absolute = lambda p: os.path.abspath(p) if p else p  # noqa: E731
-        self.runs = [absolute(run) for run in self.runs]
-        self.data_file, self.output_file, self.base, self.kit, self.code, self.work_dir = map(
-            absolute, (self.data_file, self.output_file, self.base, self.kit, self.code, self.work_dir))
+        self.runs = [os.path.abspath(run) for run in self.runs]
+        for name in ("data_file", "output_file", "base", "kit", "code", "work_dir"):  # the scoring runs elsewhere
+            if getattr(self, name):
+                setattr(self, name, os.path.abspath(getattr(self, name)))
         print(f"inputs: {len(self.runs)} run folder(s), data {self.data_file}"
               + (f", base {self.base}" if self.base else "") + (f", kit {self.kit}" if self.kit else ""))
 
@@ -163,8 +163,11 @@ def where(path: str, kind: str = "folder") -> str:
     """'PATH: no such folder', with what its parent holds when the parent is there (a Kaggle dataset's folder is
     often one level deeper or shallower than expected)."""
     parent = os.path.dirname(os.path.abspath(path))
-    near = f" ({parent} holds: {', '.join(sorted(os.listdir(parent))[:12]) or 'nothing'})" if os.path.isdir(parent) else ""
-    return f"{path}: no such {kind}{near}"
+    if not os.path.isdir(parent):
+        return f"{path}: no such {kind}"
+    names = sorted(os.listdir(parent))
+    held = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "nothing"
+    return f"{path}: no such {kind} ({parent} holds: {held})"
 
 
 def probe_gpus() -> dict:

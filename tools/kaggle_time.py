@@ -30,15 +30,17 @@ MODELS = {
     "gemma-2-9b-it": dict(hidden=3584, intermediate=14336, layers=42, heads=16, kv_heads=8, head_dim=256,
                           vocab=256_000, qkv_bias=False, norms=4),
 }
-# Mean tokens a row of the LMSYS test set at max_length 3072, prompt template included: a public analysis of the
-# Kaggle train set gives about 54 words per prompt and 205 words (1,380 characters) per answer, so about 3,100
-# characters a row, 700-800 tokens at 4 characters a token, plus about 70 of the template; the 3072 cap trims
-# the long tail by a little. Uncertain by a quarter either way; the time is proportional to it.
+# Mean tokens a row of the LMSYS test set at max_length 3072, prompt template included: a public data report on
+# 51,729 rows of the Kaggle train set (PredictBeforeExecute's, for lmsys-chatbot-arena) gives about 54 words per
+# prompt and 205 words (1,380 characters) per answer, so about 3,100 characters a row, 700-800 tokens at 4
+# characters a token, plus about 70 of the template; the 3072 cap trims the long tail by a little. Uncertain by a
+# quarter either way; the time is proportional to it.
 TOKENS = 800
 # The public notebooks' measured times on two T4s (one model per GPU, rows sorted by length), for comparison
 PUBLIC = {
     "Gemma-2-9B 4-bit, 2,048 tokens, batch 4": {"model": "gemma-2-9b-it", "rows_per_s": 1.7},
-    "Llama-3-8B 8-bit (10k rows in 40 minutes)": {"model": "llama3-8b-instruct", "rows_per_s": 10_000 / 2400},
+    "Llama-3-8B 8-bit (10k rows in 40 minutes; 65 unsorted)": {"model": "llama3-8b-instruct",
+                                                               "rows_per_s": 10_000 / 2400},
 }
 ROWS = 25_000
 LOAD_MINUTES = 5  # loading the model in each process, unsloth's compile, reading the data: a guess, not measured
@@ -110,8 +112,8 @@ def main() -> None:
     for name, m in e["models"].items():
         print(f"| `{name}` | {m['rows_per_s']:.1f} | {m['hours']:.1f} | {m['hours_tta']:.1f} | "
               f"{m['hours_slow']:.1f} | {2 * m['hours_slow']:.1f} |")
-    print("\n| public notebook (two T4s, measured) | rows/s | hours for 25,000 rows | with TTA | TFLOP/s a T4, "
-          "counted as above | of the datasheet |")
+    print("\n| public notebook (two T4s, measured) | rows/s | hours for 25,000 rows | with TTA | TFLOP/s a T4 | "
+          "of the datasheet |")
     print("|---|---|---|---|---|---|")
     for name, p in e["public"].items():
         print(f"| {name} | {p['rows_per_s']:.1f} | {p['hours']:.1f} | {2 * p['hours']:.1f} | "
