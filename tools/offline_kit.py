@@ -117,7 +117,8 @@ def main() -> None:
     parser.add_argument("--platform", required=True,
                         help="The target's wheel platform tag (manylinux_2_35_x86_64), or 'native': this machine's.")
     parser.add_argument("--image", help="The target image's `pip freeze` (packages it already has).")
-    parser.add_argument("--skip", nargs="*", default=["pytest", "hypothesis"], help="Not needed there (tests).")
+    parser.add_argument("--skip", nargs="*", default=["pytest", "hypothesis", "nbclient", "nbformat", "ipykernel"],
+                        help="Not needed there (tests; a Kaggle notebook has its own Jupyter).")
     parser.add_argument("--exact", nargs="*", default=EXACT, help="Taken from the image only at the version here.")
     parser.add_argument("--dry_run", action="store_true", help="Print what the kit would hold; download nothing.")
     args = parser.parse_args()
