@@ -188,8 +188,8 @@ def plan(store: dict, datasets: list[str], args):
     """(dataset, arm, lr, seed) in order: each dataset's learning-rate search on the first seed, then its other
     seeds (lr None: the chosen one, known by then)."""
     for dataset in datasets:
-        for arm in args.arms:
-            for lr in args.learning_rates:
+        for lr in args.learning_rates:  # every arm at the first rate first: a useful table if stopped half-way
+            for arm in args.arms:
                 yield dataset, arm, lr, args.seeds[0]
         for seed in args.seeds[1:]:
             for arm in args.arms:
@@ -273,7 +273,7 @@ def table(result: dict, args) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict, path: str) -> None:
+def plot(result: dict, path: str, args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -361,7 +361,7 @@ def main() -> None:
     result = report(store, args.datasets, files_of, args)
     save(result)
     if result["runs"]:
-        plot(result, args.plot)
+        plot(result, args.plot, args)
     print(table(result, args))
     print(f"wrote {args.results} and {args.plot}")
 

@@ -30,9 +30,11 @@ import time
 
 import numpy as np
 import torch
+from torch.nn.modules.module import register_module_forward_hook
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from arena.errors import DataError  # noqa: E402
+from arena.label_logits import LabelRows  # noqa: E402
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template  # noqa: E402
 from arena.loading import load_model  # noqa: E402
 from arena.run_folder import versions  # noqa: E402
@@ -172,8 +174,9 @@ class Bench:
             self.pairs = arena_like_pairs(self.args.n_pairs, self.args.seed, chars_per_token(tokenizer), profile)
             lengths = [len(r.ids) for r in renderer.render_many(self.pairs)]
             update_json(self.args.results, lambda r: r.update(lengths=length_stats(lengths)), {})
-        positions = []
-        hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: positions.append(o.shape[1]))
+        positions, head = [], model.get_output_embeddings()  # ours swaps the head for its label rows (LabelRows)
+        hook = register_module_forward_hook(lambda m, i, o: positions.append(o.shape[1])
+                                            if m is head or isinstance(m, LabelRows) else None)
         try:
             for i, (_, method, tta) in enumerate(runs):
                 if method == "sweep":

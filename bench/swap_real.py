@@ -26,6 +26,7 @@ ARMS = {"label loss": [], "label loss + swap": ["--swap_augment"]}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--runs", default=os.path.join(ROOT, "runs", "swap-real"))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "swap_real_cpu.json"))
     args, extra = parser.parse_known_args()
@@ -34,7 +35,8 @@ def main() -> None:
         sys.exit(f"swap benchmark: no model in {REAL_MODEL}; build it with `make real-model`")
     os.chdir(ROOT)
     for seed in args.seeds:
-        for arm, flags in ARMS.items():
+        for arm in args.arms:
+            flags = ARMS[arm]
             key = f"{arm}/seed{seed}" + (" " + " ".join(extra) if extra else "")
             if key in read_json(args.out, {}).get("runs", {}):
                 continue

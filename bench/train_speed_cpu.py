@@ -65,7 +65,9 @@ def main() -> None:
     base = results[0]["tokens_per_second"]
     for r in results:
         r["vs_float32_checkpointed"] = r["tokens_per_second"] / base
-    write_json(args.out, {"steps": args.steps, "skipped": args.skip, "batch": 4, "mean_tokens_per_row": tokens_per_row,
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        flags = sorted({flag for flag in f.read().split() if flag in ("avx512f", "avx512_bf16", "amx_bf16")})
+    write_json(args.out, {"cpu_flags": flags, "steps": args.steps, "skipped": args.skip, "batch": 4, "mean_tokens_per_row": tokens_per_row,
                           "cpu": platform.processor() or platform.machine(), "threads": os.environ.get(
                               "OMP_NUM_THREADS", str(os.cpu_count())), "results": results,
                           "command": "python " + " ".join(sys.argv)})

@@ -177,10 +177,11 @@ def test_real_model_benchmark_reports_every_arm_against_the_prior(real_model, tm
     assert d["mean"] == 1.5 and 0 <= d["low"] < 1.5 < d["high"] <= 3
 
 
-def test_heads_benchmark_chooses_each_arms_learning_rate_on_validation_rows(real_model, tmp_path):
-    """bench/heads.py at its smallest: two arms, two learning rates on seed 0, the chosen one on seed 1, two sizes
-    from one run's checkpoints; the report's runs, paired differences and picture."""
-    result = run_cli("bench/heads.py", "--model", real_model, "--datasets", "llmeval2", "--arms", "label loss",
+def test_heads_benchmark_chooses_each_arms_learning_rate_on_validation_rows(tiny_model, tmp_path):
+    """bench/heads.py at its smallest, on the tiny model and the shipped battles: two arms, two learning rates on seed
+    0, the chosen one on seed 1, two sizes from one run's checkpoints; the report's runs, paired differences and
+    picture."""
+    result = run_cli("bench/heads.py", "--model", tiny_model, "--max_length", "256", "--datasets", "llmeval2", "--arms", "label loss",
                      "class head", "--seeds", "0", "1", "--sizes", "4", "8", "--learning_rates", "1e-4", "1e-3",
                      "--validation_rows", "4", "--heldout_rows", "8", "--runs", tmp_path / "runs",
                      "--results", tmp_path / "heads.json", "--plot", tmp_path / "heads.png")

@@ -25,7 +25,7 @@ LOG_LOSS_TOLERANCE = 1e-3
 # logging_steps divides max_steps: the trainer gathers the loss across processes at each logging step, but adds
 # the steps after the last one from the main process's share of the batch alone (transformers' _finalize_training)
 SHORT_RUN = ["--config", "configs/demo.yaml", "--max_steps", "60", "--per_device_train_batch_size", "16",
-             "--logging_steps", "20"]
+             "--logging_steps", "20", "--label_head", "rows"]  # the label head trains across processes too
 
 
 def free_port() -> int:
@@ -66,7 +66,8 @@ def test_two_process_training_matches_a_single_process_run(tiny_model, small_dem
     # only the main process writes the run folder
     written = [{os.path.relpath(path, two) for kind, path in read_trace(f"{tmp_path / 'trace'}.{rank}") if kind in "wd"}
                for rank in (0, 1)]
-    assert {"oof.csv", "metrics.json", "config.yaml", "folds.csv", "prompt.txt", "versions.json"} <= written[0]
+    assert {"oof.csv", "metrics.json", "config.yaml", "folds.csv", "prompt.txt", "versions.json",
+            "label_head.safetensors"} <= written[0]
     assert written[1] == set()
 
 

@@ -70,13 +70,19 @@ def test_batched_probabilities_equal_unbatched_scoring(setup_in_dtype):
 
 def test_scoring_computes_logits_for_the_last_position_only(setup):
     model, renderer, pairs = setup
-    shapes = []
-    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from arena.label_logits import LabelRows
+
+    shapes, head = [], model.get_output_embeddings()
+    hook = register_module_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))
+                                        if m is head or isinstance(m, LabelRows) else None)
     try:
         score_pairs(model, renderer, pairs, max_tokens=4096)
     finally:
         hook.remove()
-    assert shapes and all(shape[1] == 1 for shape in shapes)  # [batch, 1, vocab], never [batch, length, vocab]
+    # the label rows at the last position, [batch, 1, labels]: never [batch, length, ...] nor the whole vocabulary
+    assert shapes and all(shape[1:] == (1, len(renderer.label_ids)) for shape in shapes)
 
 
 def test_tta_maps_the_swapped_probabilities_back(setup):
