@@ -68,8 +68,8 @@ class RandomSwapSampler(Sampler):
     even epochs and the other side in odd ones, so about half of every batch is swapped and two epochs show both.
 
     Batching a battle beside its own swap (the earlier design) made the A/B part of the gradient cancel within the
-    pair: batches without a tie then had gradient norms of 0.2-0.7 and batches with one 5-10, so clipping at
-    max_grad_norm 1 down-weighted the ties about tenfold and the model stopped predicting them (docs/training.md)."""
+    pair: batches without a tie then had gradient norms mostly under 1.5 and batches with one 2.5-10, so clipping at
+    max_grad_norm 1 down-weighted the ties and the model stopped predicting them (docs/BENCHMARKS.md)."""
 
     def __init__(self, base: Sampler, n: int, seed: int):
         self.base, self.n, self.epoch = base, n, 0
