@@ -127,7 +127,8 @@ class Member:
             chat = False
         labels = list(args.labels or run.get("labels") or DEFAULT_LABELS)
         return cls(folder, run, (template, read_template(template)), labels,
-                   args.max_length or run.get("max_length") or DEFAULT_MAX_LENGTH, chat, head_kind(run.get("label_head")),
+                   args.max_length or run.get("max_length") or DEFAULT_MAX_LENGTH, chat,
+                   head_kind(run.get("label_head")),
                    None if args.no_calibration else Calibration.load(folder), args.temperature)
 
     def uses_chat_template(self, tokenizer) -> bool:

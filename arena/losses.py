@@ -73,8 +73,8 @@ class SoftLabelCollator:
 
 class ArenaTrainer(SFTTrainer):
     """trl's SFTTrainer (as unsloth patches it, on CPU and GPU) with `args.loss`, soft labels from a
-    `soft_labels` column, `args.swap_augment`'s battles on a random side each, and the model's `--label_head` (applied in
-    either loss, saved with the adapter and in every checkpoint). Settings: `arena.config.TrainConfig`."""
+    `soft_labels` column, `args.swap_augment`'s battles on a random side each, and the model's `--label_head`
+    (applied in either loss, kept float32, saved with the adapter and in every checkpoint). Settings: `arena.config.TrainConfig`."""
 
     def __init__(self, *args, label_ids: list[int], **kwargs):
         if label_head_of(kwargs["model"]) is not None and kwargs["args"].loss == "token":

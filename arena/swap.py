@@ -39,7 +39,8 @@ def swap_pair(pair):
 
 def swap_augment(pairs: list, probs: list[list[float]] | None = None):
     """Training pairs, then every pair with A and B swapped (label swapped): rows [n, 2n) are the swaps of rows
-    [0, n), of which `RandomSwapSampler` draws one side per battle and epoch. Teacher probabilities, when given, follow with A's and B's
+    [0, n), of which `RandomSwapSampler` draws one side per battle and epoch. Teacher probabilities, when given,
+    follow with A's and B's
     columns exchanged. Returns (pairs, probs)."""
     swapped_probs = None if probs is None else probs + [swap_columns(p) for p in probs]
     return pairs + swapped(pairs), swapped_probs

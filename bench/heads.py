@@ -252,8 +252,10 @@ def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
 
 
 def table(result: dict, args) -> str:
-    lines = ["| dataset | rows seen | arm | lr | held-out log loss: median (range) | accuracy: median (range) | seeds | "
-             "minus prior (95% interval) | minus class head (95% interval) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | rows seen | arm | lr | held-out log loss: median (range) | accuracy: median (range) | "
+             "seeds | "
+             "minus prior (95% interval) | minus class head (95% interval) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     diff = {(p["dataset"], p["rows_seen"], p["arm"], p["reference"]): p for p in result["paired"]}
 
     def cell(key):

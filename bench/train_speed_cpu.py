@@ -67,7 +67,8 @@ def main() -> None:
         r["vs_float32_checkpointed"] = r["tokens_per_second"] / base
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         flags = sorted({flag for flag in f.read().split() if flag in ("avx512f", "avx512_bf16", "amx_bf16")})
-    write_json(args.out, {"cpu_flags": flags, "steps": args.steps, "skipped": args.skip, "batch": 4, "mean_tokens_per_row": tokens_per_row,
+    write_json(args.out, {"cpu_flags": flags, "steps": args.steps, "skipped": args.skip, "batch": 4,
+                          "mean_tokens_per_row": tokens_per_row,
                           "cpu": platform.processor() or platform.machine(), "threads": os.environ.get(
                               "OMP_NUM_THREADS", str(os.cpu_count())), "results": results,
                           "command": "python " + " ".join(sys.argv)})

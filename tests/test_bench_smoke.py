@@ -181,8 +181,8 @@ def test_heads_benchmark_chooses_each_arms_learning_rate_on_validation_rows(tiny
     """bench/heads.py at its smallest, on the tiny model and the shipped battles: two arms, two learning rates on seed
     0, the chosen one on seed 1, two sizes from one run's checkpoints; the report's runs, paired differences and
     picture."""
-    result = run_cli("bench/heads.py", "--model", tiny_model, "--max_length", "256", "--datasets", "llmeval2", "--arms", "label loss",
-                     "class head", "--seeds", "0", "1", "--sizes", "4", "8", "--learning_rates", "1e-4", "1e-3",
+    result = run_cli("bench/heads.py", "--model", tiny_model, "--max_length", "256", "--datasets", "llmeval2",
+                     "--arms", "label loss", "class head", "--seeds", "0", "1", "--sizes", "4", "8", "--learning_rates", "1e-4", "1e-3",
                      "--validation_rows", "4", "--heldout_rows", "8", "--runs", tmp_path / "runs",
                      "--results", tmp_path / "heads.json", "--plot", tmp_path / "heads.png")
     assert result.returncode == 0, result.stderr[-2000:]
