@@ -211,6 +211,11 @@ def row_losses(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
     runs, pairs_out, selected = [], [], {}
+    search = [{"dataset": key.split("/")[0], "arm": key.split("/")[1],
+               "learning_rate": float(key.split("/lr")[1].split("/")[0]), "seed": int(key.rsplit("seed", 1)[1]),
+               "rows_seen": int(size),
+               **{f"{split}_log_loss": result["sizes"][size][split]["log_loss"] for split in ("validation", "heldout")}}
+              for key, result in sorted(store.items()) for size in result["sizes"]]
     for dataset in datasets:
         files = files_of[dataset]
         train_pairs, heldout_pairs = read_pairs(files["train"]), read_pairs(files["heldout"])
@@ -248,7 +253,7 @@ def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
                     if arm in losses and reference in losses and arm != reference:
                         pairs_out.append({"dataset": dataset, "rows_seen": size, "arm": arm, "reference": reference,
                                           **paired(losses[arm], losses[reference])})
-    return {"runs": runs, "paired": pairs_out, "learning_rates": selected}
+    return {"runs": runs, "paired": pairs_out, "learning_rates": selected, "search": search}
 
 
 def table(result: dict, args) -> str:
@@ -272,6 +277,10 @@ def table(result: dict, args) -> str:
                      f"({min(ll):.4f}-{max(ll):.4f}) | {statistics.median(acc):.3f} ({min(acc):.3f}-{max(acc):.3f}) | "
                      f"{sum(r['seed'] is not None for r in rs) or '-'} | {cell((dataset, size, arm, 'prior'))} | "
                      f"{cell((dataset, size, arm, 'class head'))} |")
+    lines += ["", "| dataset | arm | lr | seed | rows seen | validation log loss | held-out log loss |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['dataset']} | {r['arm']} | {r['learning_rate']:g} | {r['seed']} | {r['rows_seen']} | "
+              f"{r['validation_log_loss']:.4f} | {r['heldout_log_loss']:.4f} |" for r in result["search"]]
     return "\n".join(lines)
 
 
