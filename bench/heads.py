@@ -314,8 +314,9 @@ def plot(result: dict, path: str, args) -> None:
             ax.set_title(dataset, fontsize=9)
             ax.grid(alpha=0.3)
         axes[row][0].legend(fontsize=7)
+    seeds = sorted({r["seed"] for r in result["runs"] if r["seed"] is not None})
     fig.suptitle(f"SmolLM2-135M-Instruct, LoRA r16, batch {args.batch_size}, {args.dtype}, CPU: median and range "
-                 f"over seeds {args.seeds}", fontsize=9)
+                 f"over seeds {seeds}", fontsize=9)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
