@@ -38,7 +38,7 @@ from arena.processes import process_state
 from arena.prompts import Renderer, read_template, training_columns
 from arena.report import data_report
 from arena.run_folder import BAD_ROWS, METRICS, OOF, fold_folder, latest_checkpoint, path, save_run
-from arena.scoring import probabilities, score_logits
+from arena.scoring import class_prior, probabilities, score_logits
 from arena.swap import swap_augment
 
 def main(data_args: DataArgs, model_args: ModelArgs, score_args: ScoreArgs, args: TrainConfig) -> None:
@@ -196,7 +196,8 @@ def new_label_head(model, renderer: Renderer, pairs, kind: str, seed: int, max_t
     model.eval()
     logits = score_logits(model, renderer, sample, max_tokens)[:, 0]
     model.train()
-    bias = set_prior_bias(head, logits, np.array([p.label for p in pairs]))
+    labels = np.array([p.label for p in pairs])
+    bias = set_prior_bias(head, logits, class_prior(labels, 1, len(renderer.label_ids))[0])
     log(f"label head: {kind}, start bias {np.round(bias, 3).tolist()} (from {len(sample)} training rows)")
 
 

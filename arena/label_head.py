@@ -34,6 +34,7 @@ from arena.run_folder import path
 HEADS = ("none", "rows", "fresh")
 PRIOR_ROWS = 64  # training rows scored to set the start bias
 BIAS_STEPS = 200  # fixed-point steps of `prior_bias`
+SIZES = ("vocab_size", "hidden_size")  # of the base, saved with a head and checked on loading
 
 
 def head_kind(value) -> str:
@@ -94,11 +95,10 @@ def prior_bias(logits: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
     return bias.numpy()
 
 
-def set_prior_bias(head: LabelHead, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Sets the head's bias from its logits on a sample of training rows (with bias zero) and the training labels
-    (add-one class frequencies); returns the bias."""
-    counts = np.bincount(labels, minlength=len(head.label_ids)) + 1.0
-    bias = prior_bias(logits, counts / counts.sum())
+def set_prior_bias(head: LabelHead, logits: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
+    """Sets the head's bias from its logits on a sample of training rows (with bias zero) and the training labels'
+    class frequencies; returns the bias."""
+    bias = prior_bias(logits, frequencies)
     with torch.no_grad():
         head.bias.copy_(torch.from_numpy(bias).float())
     return bias
@@ -107,7 +107,7 @@ def set_prior_bias(head: LabelHead, logits: np.ndarray, labels: np.ndarray) -> n
 def save_label_head(head: LabelHead, folder: str, config) -> None:
     """label_head.safetensors: the head's tensors, with the base's vocabulary and hidden sizes as metadata."""
     tensors = {name: t.detach().cpu().contiguous() for name, t in head.state_dict().items()}
-    sizes = {key: str(getattr(config, key, None)) for key in ("vocab_size", "hidden_size")}
+    sizes = {key: str(getattr(config, key, None)) for key in SIZES}
     with atomic_open(path(folder, FILE), "wb") as f:
         f.write(save(tensors, metadata=sizes))
 
@@ -120,7 +120,7 @@ def read_label_head(file: str, config) -> dict[str, torch.Tensor]:
             tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except Exception as e:  # a truncated or foreign file: safetensors' own error, in one line
         raise DataError(f"{file}: not a readable label head ({str(e).splitlines()[0]})") from None
-    given = {key: str(getattr(config, key, None)) for key in ("vocab_size", "hidden_size")}
+    given = {key: str(getattr(config, key, None)) for key in SIZES}
     saved = {key: meta.get(key, given[key]) for key in given}  # an older head's file has no sizes: not checked
     if saved != given:
         raise DataError(f"{file}: the label head was trained on a base with vocab_size {saved['vocab_size']} and "

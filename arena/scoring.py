@@ -107,21 +107,21 @@ def score_ids(
     max_tokens = max_tokens or default_budget(device)
     out = np.zeros((len(seqs), len(label_ids)))
     bar = tqdm(total=len(seqs), desc="scoring", unit="pair", disable=not progress or len(seqs) == 0)
-    for batch in token_budget_batches([len(s) for s in seqs], max_tokens):
-        done = cache.get([seqs[i] for i in batch]) if cache is not None else None
-        if done is not None:
-            out[batch] = done
-            bar.update(len(batch))
-            continue
-        width = len(seqs[batch[0]])
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            n = len(seqs[i])
-            input_ids[row, width - n :] = torch.tensor(seqs[i])
-            mask[row, width - n :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with label_output(model, label_ids):
+    with label_output(model, label_ids):  # the output layer: the label rows (or the label head) alone
+        for batch in token_budget_batches([len(s) for s in seqs], max_tokens):
+            done = cache.get([seqs[i] for i in batch]) if cache is not None else None
+            if done is not None:
+                out[batch] = done
+                bar.update(len(batch))
+                continue
+            width = len(seqs[batch[0]])
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                n = len(seqs[i])
+                input_ids[row, width - n :] = torch.tensor(seqs[i])
+                mask[row, width - n :] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
             logits = model(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
@@ -129,10 +129,10 @@ def score_ids(
                 logits_to_keep=1,
                 use_cache=False,
             ).logits[:, -1, :]
-        out[batch] = logits.double().cpu().numpy()
-        if cache is not None:
-            cache.put([seqs[i] for i in batch], out[batch])
-        bar.update(len(batch))
+            out[batch] = logits.double().cpu().numpy()
+            if cache is not None:
+                cache.put([seqs[i] for i in batch], out[batch])
+            bar.update(len(batch))
     bar.close()
     return out
 
