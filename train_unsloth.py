@@ -30,7 +30,7 @@ from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, config_yam
 from arena.crossval import fold_finished, summarize
 from arena.data import BadRows, check_label_count, split_data
 from arena.errors import DataError
-from arena.label_head import PRIOR_ROWS, attach_label_head, set_prior_bias
+from arena.label_head import PRIOR_ROWS, attach_label_head, set_fitted_start, set_prior_bias
 from arena.loading import adapters_to_float32, base_facts, load_model, local_only, precision
 from arena.losses import SOFT_LABELS, ArenaTrainer, check_loss_settings
 from arena.predictions import Heldout, teacher_probs
@@ -189,16 +189,22 @@ def training_pairs(split, data_args: DataArgs, swap: bool, bad_rows: BadRows):
 
 
 def new_label_head(model, renderer: Renderer, pairs, kind: str, seed: int, max_tokens, log) -> None:
-    """--label_head rows|fresh: the head, its bias set from its logits on a seeded sample of the training rows so
-    that its mean prediction there is the training labels' class frequencies."""
+    """--label_head rows|scaled|fresh: the head and its start, from its logits on a seeded sample of the training
+    rows: `rows` and `fresh` a bias that makes the mean prediction there the training labels' class frequencies;
+    `scaled` the scale and bias of least log loss there."""
     head = attach_label_head(model, renderer.label_ids, kind, seed)
     sample = random.Random(seed).sample(pairs, min(PRIOR_ROWS, len(pairs)))
     model.eval()
     logits = score_logits(model, renderer, sample, max_tokens)[:, 0]
     model.train()
-    labels = np.array([p.label for p in pairs])
-    bias = set_prior_bias(head, logits, class_prior(labels, 1, len(renderer.label_ids))[0])
-    log(f"label head: {kind}, start bias {np.round(bias, 3).tolist()} (from {len(sample)} training rows)")
+    if kind == "scaled":
+        scale, bias = set_fitted_start(head, logits, np.array([p.label for p in sample]),
+                                       getattr(model.config, "final_logit_softcapping", None))
+        start = f"scale {scale:.4g}, bias {np.round(bias, 3).tolist()}"
+    else:
+        frequencies = class_prior(np.array([p.label for p in pairs]), 1, len(renderer.label_ids))[0]
+        start = f"bias {np.round(set_prior_bias(head, logits, frequencies), 3).tolist()}"
+    log(f"label head: {kind}, start {start} (from {len(sample)} training rows)")
 
 
 def gradient_checkpointing(value: str):

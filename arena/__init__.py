@@ -7,7 +7,7 @@ one row from a CSV to a probability):
 - prompts.py       render a pair into token ids under a budget (training and inference alike), label tokens
 - loading.py       the compute dtype, unsloth's model loading (local folders offline), the base-model check
 - label_logits.py  the label logits: the output layer swapped for the label rows or head (training and scoring)
-- label_head.py    --label_head rows|fresh: the label logits' own [labels, hidden] head and start bias; saving, loading
+- label_head.py    --label_head rows|scaled|fresh: the label logits' own [labels, hidden] head and start bias; saving, loading
 - losses.py        training losses (token, label-only, distillation) and the SFTTrainer that computes them
 - scoring.py       length-sorted, token-budget batches; last-position label logits; log loss; the batch cache
 - calibration.py   a temperature on the label logits and priors for degenerate battles, fitted on held-out rows

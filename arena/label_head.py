@@ -4,11 +4,14 @@ hidden state that predicts the label, in place of the LM head's rows of the labe
 - `rows` (the bare flag): started from the LM head's rows of " A", " B", " Tie": an untied copy (with tied
   embeddings, as SmolLM2, Gemma and small Qwens have, LoRA alone never moves those rows, and training the tied
   rows through peft re-ties or drops them at merge: peft #2777, unsloth PR #9331).
+- `scaled`: the same rows times a scale, with the scale and the bias fitted (least log loss) to a sample of the
+  training rows before training: a calibration of the LM's own label logits (Zhao et al. 2021, arXiv 2102.09690)
+  as the start. Where the rows carry little signal the scale comes out small and the start is near the class prior.
 - `fresh`: a new classification head (weights drawn from N(0, the model's initializer_range), seeded): the
   competition winners' head, trained by the same trainer as the generation head.
 - `none`: the LM head's own rows (the seed recipe).
 
-Both heads start with a bias that makes the mean prediction over a sample of the training rows equal the training
+`rows` and `fresh` start with a bias that makes the mean prediction over a sample of the training rows equal the training
 labels' class frequencies (`prior_bias`): the LM's own label rows start far from them (SmolLM2 puts P(tie) at
 0.0004 on LLMEval^2, where 23% are ties). The head is used through `arena.label_logits.label_output`, which puts
 it in the model's output layer for one forward pass (Gemma-2's logit soft-capping still applies). It is saved
@@ -31,8 +34,8 @@ from arena.io import atomic_open
 from arena.run_folder import LABEL_HEAD as FILE
 from arena.run_folder import path
 
-HEADS = ("none", "rows", "fresh")
-PRIOR_ROWS = 64  # training rows scored to set the start bias
+HEADS = ("none", "rows", "scaled", "fresh")
+PRIOR_ROWS = 64  # training rows scored to set the start bias (and scale)
 BIAS_STEPS = 200  # fixed-point steps of `prior_bias`
 SIZES = ("vocab_size", "hidden_size")  # of the base, saved with a head and checked on loading
 
@@ -68,11 +71,12 @@ def output_layer(model):
 
 
 def attach_label_head(model, label_ids: list[int], kind: str = "rows", seed: int = 0) -> LabelHead:
-    """A new head as the model's `label_head` submodule (its parameters train with the adapter's): `rows`, the LM
-    head's rows of `label_ids`; `fresh`, seeded random weights. The bias starts at zero (see `set_prior_bias`)."""
+    """A new head as the model's `label_head` submodule (its parameters train with the adapter's): `rows` and
+    `scaled`, the LM head's rows of `label_ids`; `fresh`, seeded random weights. The bias starts at zero (see
+    `set_prior_bias` and `set_fitted_start`)."""
     lm_head = output_layer(model)
     ids = torch.as_tensor(label_ids, device=lm_head.weight.device)
-    if kind == "rows":
+    if kind in ("rows", "scaled"):
         weight = lm_head.weight.detach().index_select(0, ids).float()
     elif kind == "fresh":
         std = getattr(model.config, "initializer_range", 0.02) or 0.02
@@ -102,6 +106,40 @@ def set_prior_bias(head: LabelHead, logits: np.ndarray, frequencies: np.ndarray)
     with torch.no_grad():
         head.bias.copy_(torch.from_numpy(bias).float())
     return bias
+
+
+def fitted_start(logits: np.ndarray, labels: np.ndarray, softcap: float | None = None) -> tuple[float, np.ndarray]:
+    """The scale s and bias b [labels] of least mean log loss of softmax(s * z + b) over the rows, from their
+    [rows, labels] logits and class indices; with a final logit soft-cap c the logits are c * tanh(z / c) and the
+    fit is of c * tanh((s * z + b) / c)."""
+    logits = torch.from_numpy(np.asarray(logits, np.float64))
+    if softcap:
+        logits = softcap * torch.atanh((logits / softcap).clamp(-1 + 1e-12, 1 - 1e-12))
+    target = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    scale = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(logits.shape[1], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([scale, bias], max_iter=500, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def loss():
+        optimizer.zero_grad()
+        z = scale * logits + bias
+        value = F.cross_entropy(softcap * torch.tanh(z / softcap) if softcap else z, target)
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    with torch.no_grad():
+        return float(scale), (bias - bias.mean()).numpy()
+
+
+def set_fitted_start(head: LabelHead, logits: np.ndarray, labels: np.ndarray, softcap: float | None = None):
+    """Scales the head's weights and sets its bias by `fitted_start` on its logits (with bias zero) on a sample of
+    training rows and their labels; returns (scale, bias)."""
+    scale, bias = fitted_start(logits, labels, softcap)
+    with torch.no_grad():
+        head.weight.mul_(scale)
+        head.bias.copy_(torch.from_numpy(bias).float())
+    return scale, bias
 
 
 def save_label_head(head: LabelHead, folder: str, config) -> None:

@@ -5,6 +5,8 @@ battles (held-out log loss and accuracy at several sizes of rows seen) for the a
     label loss   the same rows, cross-entropy over the label logits only (--loss label)
     label rows   the label rows as a head of their own, untied, with a start bias (--label_head rows --loss label)
     class head   a fresh classification head on the same hidden state, same start bias (--label_head fresh)
+    scaled rows  the label rows' head started as a calibration: rows times a scale, scale and bias fitted to 64
+                 training rows (--label_head scaled --loss label)
 
 plus the class prior and "the longer answer wins" (a logistic regression on the answers' length difference), on
 
@@ -56,6 +58,7 @@ ARMS = {
     "label loss": ["--loss", "label"],
     "label rows": ["--loss", "label", "--label_head", "rows"],
     "class head": ["--loss", "label", "--label_head", "fresh"],
+    "scaled rows": ["--loss", "label", "--label_head", "scaled"],
 }
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 DATASETS = {
@@ -63,7 +66,6 @@ DATASETS = {
                  "heldout": os.path.join(ROOT, "data", "llmeval2", "test.csv"), "labels": [" A", " B", " Tie"]},
     "hh-helpful": {"source": os.path.join(SHARED, "hh-helpful-base-test.jsonl.gz"), "labels": [" A", " B"]},
 }
-REFERENCES = {"prior": None, "class head": None, "label loss": ("label rows",), "token loss": ("label loss",)}
 
 
 class Missing(Exception):
@@ -249,7 +251,7 @@ def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
                 if per_seed:
                     losses[arm] = np.mean(per_seed, axis=0)
             for arm in args.arms:
-                for reference in ("prior", "longer", "class head", "label loss"):
+                for reference in ("prior", "longer", "class head", "label loss", "label rows"):
                     if arm in losses and reference in losses and arm != reference:
                         pairs_out.append({"dataset": dataset, "rows_seen": size, "arm": arm, "reference": reference,
                                           **paired(losses[arm], losses[reference])})

@@ -1,5 +1,6 @@
-"""The label head (`--label_head rows|fresh`, arena/label_head.py) on the tiny model: its start (the LM head's rows,
-or seeded random weights, and a bias that makes the mean prediction the class frequencies), its logits in training
+"""The label head (`--label_head rows|scaled|fresh`, arena/label_head.py) on the tiny model: its start (the LM head's
+rows, or seeded random weights, and a bias that makes the mean prediction the class frequencies; or the rows scaled,
+scale and bias fitted to training rows), its logits in training
 and scoring against hand computations, saving and loading (the base's sizes checked; an older version's head
 converted), a run trained with the classification head and reproduced by infer.py, and the refusals."""
 
@@ -11,7 +12,14 @@ from safetensors.torch import save_file
 from arena.data import read_pairs
 from arena.ensemble import run_folders
 from arena.errors import DataError
-from arena.label_head import attach_label_head, head_kind, load_label_head, prior_bias, save_label_head
+from arena.label_head import (
+    attach_label_head,
+    fitted_start,
+    head_kind,
+    load_label_head,
+    prior_bias,
+    save_label_head,
+)
 from arena.label_logits import trained_label_logits
 from arena.prompts import DEFAULT_LABELS, Renderer, read_template, training_columns
 from arena.scoring import score_logits
@@ -28,10 +36,39 @@ def test_prior_bias_makes_the_mean_prediction_the_class_frequencies():
     np.testing.assert_allclose(mean, frequencies, atol=1e-6)
 
 
+def mean_log_loss(logits, labels, scale, bias, softcap=None):
+    z = torch.as_tensor(scale * np.asarray(logits) + bias)
+    z = softcap * torch.tanh(z / softcap) if softcap else z
+    return torch.nn.functional.cross_entropy(z, torch.as_tensor(labels)).item()
+
+
+@pytest.mark.parametrize("softcap", [None, 30.0])
+def test_fitted_start_recovers_the_scale_and_bias_of_least_log_loss(softcap):
+    rng = np.random.default_rng(0)
+    pre = rng.normal(size=(20000, 3)) * 8 + np.array([4.0, 3.0, -10.0])  # large, biased logits, as an LM's start
+    true_scale, true_bias = 0.15, np.array([-0.2, -0.4, 0.6])
+    z = true_scale * pre + true_bias
+    z = softcap * np.tanh(z / softcap) if softcap else z
+    p = np.exp(z - z.max(1, keepdims=True))
+    labels = np.array([rng.choice(3, p=row / row.sum()) for row in p])
+    logits = softcap * np.tanh(pre / softcap) if softcap else pre  # what the model gives, the soft-cap applied
+    scale, bias = fitted_start(logits, labels, softcap)
+    assert abs(scale - true_scale) < 0.01
+    np.testing.assert_allclose(bias - bias.mean(), true_bias - true_bias.mean(), atol=0.05)
+    best = mean_log_loss(pre, labels, scale, bias, softcap)
+    for ds, db in ((0.01, 0), (-0.01, 0), (0, np.array([0.05, 0, -0.05]))):  # a minimum: every step away is worse
+        assert mean_log_loss(pre, labels, scale + ds, bias + db, softcap) > best
+    # on 64 rows, as training uses it: never worse than the unscaled rows with the bias that matches the prior
+    few, few_labels = logits[:64], labels[:64]
+    frequencies = np.bincount(few_labels, minlength=3) / 64
+    scale, bias = fitted_start(few, few_labels)
+    assert mean_log_loss(few, few_labels, scale, bias) <= mean_log_loss(few, few_labels, 1.0, prior_bias(few, frequencies))
+
+
 def test_head_kinds_and_the_bare_flag():
-    assert [head_kind(v) for v in (True, "true", "rows", False, None, "none", "fresh")] == \
-        ["rows", "rows", "rows", "none", "none", "none", "fresh"]
-    with pytest.raises(DataError, match="--label_head must be one of none, rows, fresh"):
+    assert [head_kind(v) for v in (True, "true", "rows", False, None, "none", "fresh", "scaled")] == \
+        ["rows", "rows", "rows", "none", "none", "none", "fresh", "scaled"]
+    with pytest.raises(DataError, match="--label_head must be one of none, rows, scaled, fresh"):
         head_kind("scale")
     from arena.config import DataArgs, ModelArgs, ScoreArgs, TrainConfig, parse_settings
 
@@ -83,6 +120,29 @@ def test_rows_head_starts_as_the_lm_head_and_is_linear_in_the_hidden_state(lora_
         assert classes.tolist() == [p.label for p in pairs[:4]]
     finally:
         del model.label_head
+
+
+def test_scaled_head_starts_as_the_fitted_scale_and_bias_of_the_lm_rows(lora_model, demo_data):
+    from train_unsloth import new_label_head
+
+    model, renderer = lora_model
+    pairs = read_pairs(str(demo_data / "train.csv"))[:40]
+    plain = label_logits_of(model, renderer, pairs)
+    lines = []
+    try:
+        new_label_head(model, renderer, pairs, "scaled", 0, 4096, lines.append)
+        head = model.label_head
+        scale = float(lines[0].split("scale ")[1].split(",")[0])
+        # fewer rows than PRIOR_ROWS: the sample is every row, and the fit does not depend on their order
+        expected_scale, expected_bias = fitted_start(plain, np.array([p.label for p in pairs]))
+        assert lines[0].startswith("label head: scaled, start scale") and abs(scale - expected_scale) < 1e-3
+        np.testing.assert_allclose(head.bias.detach().numpy(), expected_bias, atol=1e-5)
+        np.testing.assert_allclose(label_logits_of(model, renderer, pairs), expected_scale * plain + expected_bias,
+                                   atol=1e-4)
+        assert model.training  # new_label_head leaves the model in training mode
+    finally:
+        del model.label_head
+        model.eval()
 
 
 def test_fresh_head_is_seeded_and_small(lora_model):
