@@ -50,11 +50,11 @@ class ModelArgs:
         default="none",
         metadata={"help": "The label logits from a head of their own (arena/label_head.py), saved with the adapter: "
                           "'rows' (the bare flag) starts from the LM head's rows of the label tokens, untied; "
-                          "'scaled' is those rows times a scale, scale and bias fitted to a sample of the training rows "
-                          "(a calibration as the start); 'fresh' is a new classification head; 'rows' and 'fresh' "
-                          "start with a bias that makes the mean prediction the training labels' frequencies. "
-                          "'none': the LM head's own rows. With --loss "
-                          "token, batches are padded (--padding_free true stops with an error)."},
+                          "'scaled' is those rows times a scale, scale and bias fitted to a sample of the training "
+                          "rows (a calibration as the start); 'fresh' is a new classification head; 'rows' and "
+                          "'fresh' start with a bias that makes the mean prediction the training labels' frequencies. "
+                          "'none': the LM head's own rows. With --loss token, batches are padded (--padding_free "
+                          "true stops with an error)."},
     )
 
     def __post_init__(self):

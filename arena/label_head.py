@@ -11,8 +11,8 @@ hidden state that predicts the label, in place of the LM head's rows of the labe
   competition winners' head, trained by the same trainer as the generation head.
 - `none`: the LM head's own rows (the seed recipe).
 
-`rows` and `fresh` start with a bias that makes the mean prediction over a sample of the training rows equal the training
-labels' class frequencies (`prior_bias`): the LM's own label rows start far from them (SmolLM2 puts P(tie) at
+`rows` and `fresh` start with a bias that makes the mean prediction over a sample of the training rows equal the
+training labels' class frequencies (`prior_bias`): the LM's own label rows start far from them (SmolLM2 puts P(tie) at
 0.0004 on LLMEval^2, where 23% are ties). The head is used through `arena.label_logits.label_output`, which puts
 it in the model's output layer for one forward pass (Gemma-2's logit soft-capping still applies). It is saved
 beside the adapter (and in every checkpoint) as label_head.safetensors with the base's vocabulary and hidden sizes,
