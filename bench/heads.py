@@ -305,7 +305,8 @@ def plot(result: dict, path: str, args) -> None:
                 sizes = sorted(by_size)
                 medians = [statistics.median(by_size[s]) for s in sizes]
                 style = "--" if arm in ("prior", "longer") else "-o"
-                ax.plot(sizes, medians, style, label=arm)
+                seeds = max(map(len, by_size.values()))
+                ax.plot(sizes, medians, style, label=arm if style == "--" else f"{arm} ({seeds} seed{'s' * (seeds > 1)})")
                 for s in sizes:
                     if len(by_size[s]) > 1:
                         ax.plot([s, s], [min(by_size[s]), max(by_size[s])], "-", alpha=0.4,
@@ -318,7 +319,7 @@ def plot(result: dict, path: str, args) -> None:
         axes[row][0].legend(fontsize=7)
     seeds = sorted({r["seed"] for r in result["runs"] if r["seed"] is not None})
     fig.suptitle(f"SmolLM2-135M-Instruct, LoRA r16, batch {args.batch_size}, {args.dtype}, CPU: median and range "
-                 f"over seeds {seeds}", fontsize=9)
+                 f"over the seeds run, of {seeds}", fontsize=9)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
