@@ -306,7 +306,8 @@ def plot(result: dict, path: str, args) -> None:
                 medians = [statistics.median(by_size[s]) for s in sizes]
                 style = "--" if arm in ("prior", "longer") else "-o"
                 seeds = max(map(len, by_size.values()))
-                ax.plot(sizes, medians, style, label=arm if style == "--" else f"{arm} ({seeds} seed{'s' * (seeds > 1)})")
+                name = arm if style == "--" else f"{arm} ({seeds} seed{'s' * (seeds > 1)})"
+                ax.plot(sizes, medians, style, label=name)
                 for s in sizes:
                     if len(by_size[s]) > 1:
                         ax.plot([s, s], [min(by_size[s]), max(by_size[s])], "-", alpha=0.4,

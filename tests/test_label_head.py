@@ -1,8 +1,8 @@
 """The label head (`--label_head rows|scaled|fresh`, arena/label_head.py) on the tiny model: its start (the LM head's
 rows, or seeded random weights, and a bias that makes the mean prediction the class frequencies; or the rows scaled,
-scale and bias fitted to training rows), its logits in training
-and scoring against hand computations, saving and loading (the base's sizes checked; an older version's head
-converted), a run trained with the classification head and reproduced by infer.py, and the refusals."""
+scale and bias fitted to training rows), its logits in training and scoring against hand computations, saving and
+loading (the base's sizes checked; an older version's head converted), a run trained with the classification head
+and reproduced by infer.py, and the refusals."""
 
 import numpy as np
 import pytest
