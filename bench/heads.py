@@ -293,6 +293,7 @@ def plot(result: dict, path: str, args) -> None:
     import matplotlib.pyplot as plt
 
     datasets = sorted({r["dataset"] for r in result["runs"]})
+    colours = {name: f"C{i}" for i, name in enumerate(("prior", "longer", *ARMS))}  # one colour an arm throughout
     fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 3.6 * len(datasets)), squeeze=False)
     for row, dataset in enumerate(datasets):
         for col, key in enumerate(("log_loss", "accuracy")):
@@ -307,12 +308,12 @@ def plot(result: dict, path: str, args) -> None:
                 style = "--" if arm in ("prior", "longer") else "-o"
                 seeds = max(map(len, by_size.values()))
                 name = arm if style == "--" else f"{arm} ({seeds} seed{'s' * (seeds > 1)})"
-                ax.plot(sizes, medians, style, label=name)
+                ax.plot(sizes, medians, style, label=name, color=colours[arm])
                 for s in sizes:
                     if len(by_size[s]) > 1:
-                        ax.plot([s, s], [min(by_size[s]), max(by_size[s])], "-", alpha=0.4,
-                                color=ax.lines[-1].get_color())
+                        ax.plot([s, s], [min(by_size[s]), max(by_size[s])], "-", alpha=0.4, color=colours[arm])
             ax.set_xscale("log", base=2)
+            ax.set_xticks(args.sizes, [str(s) for s in args.sizes])
             ax.set_xlabel("training rows seen")
             ax.set_ylabel(f"held-out {key.replace('_', ' ')}")
             ax.set_title(dataset, fontsize=9)
