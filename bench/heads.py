@@ -19,8 +19,10 @@ plus the class prior and "the longer answer wins" (a logistic regression on the 
 
 Every arm trains through train_unsloth.py (ArenaTrainer: one optimizer, clipping, checkpointing, precision, data
 order and prompt) with a constant learning rate after --warmup_steps, saving a checkpoint at each size, so that the
-model at a size is exactly a run of that many steps; each checkpoint is scored by infer.py on the validation rows
-(carved from the training rows by a seeded draw, never trained on) and on the held-out rows. Learning rates: every
+model at a size is exactly a run of that many steps. `--schedule cosine` decays the rate to zero instead, as
+`make demo-real` does: each size is then a run of its own (a checkpoint part-way down a cosine is not a shorter
+run); give it its own --results. Each model is scored by infer.py on the validation rows (carved from the
+training rows by a seeded draw, never trained on) and on the held-out rows. Learning rates: every
 arm runs each of --learning_rates on the first seed; the one with the lowest validation log loss (mean over the
 sizes) is the arm's, and the other seeds run with it alone. The held-out rows never choose anything.
 Paired per-row differences (arm minus reference, same held-out rows, averaged over seeds) with 95% bootstrap
@@ -145,21 +147,28 @@ def run_once(dataset: str, arm: str, lr: float, seed: int, files: dict, labels: 
     held-out rows. Returns {"sizes": {rows_seen: {split: {metrics, "probs": [[...]]}}}, "train_seconds"}."""
     run = os.path.join(args.runs, run_key(dataset, arm, lr, seed).replace(" ", "-"))
     steps = [size // args.batch_size for size in args.sizes]
+    if args.schedule == "constant":  # one run, a checkpoint at each size
+        trainings = [(run, steps[-1], steps[0], "constant_with_warmup")]
+        folders = [os.path.join(run, f"checkpoint-{step}") for step in steps]
+    else:  # a run of its own for each size
+        trainings = [(os.path.join(run + "-cosine", f"steps{step}"), step, step, "cosine") for step in steps]
+        folders = [os.path.join(folder, f"checkpoint-{step}") for (folder, *_), step in zip(trainings, steps)]
     began = time.time()
     label_flags = ["--labels", *labels]
-    if not os.path.exists(os.path.join(run, "adapter_model.safetensors")):
-        train(["--model", args.model, "--train_file", files["train"], "--fold", "-1", "--output_dir", run,
-               "--seed", str(seed), "--max_steps", str(steps[-1]), "--per_device_train_batch_size",
+    for folder, max_steps, save_steps, scheduler in trainings:
+        if os.path.exists(os.path.join(folder, "adapter_model.safetensors")):
+            continue
+        train(["--model", args.model, "--train_file", files["train"], "--fold", "-1", "--output_dir", folder,
+               "--seed", str(seed), "--max_steps", str(max_steps), "--per_device_train_batch_size",
                str(args.batch_size), "--max_length", str(args.max_length), "--learning_rate", str(lr),
-               "--lr_scheduler_type", "constant_with_warmup", "--warmup_steps", str(args.warmup_steps),
+               "--lr_scheduler_type", scheduler, "--warmup_steps", str(args.warmup_steps),
                "--lora_r", "16", "--lora_alpha", "32", "--load_in_4bit", "false", "--dtype", args.dtype,
                "--use_gradient_checkpointing", args.gradient_checkpointing, "--logging_steps", "10",
-               "--save_strategy", "steps", "--save_steps", str(steps[0]), "--save_total_limit", "100",
+               "--save_strategy", "steps", "--save_steps", str(save_steps), "--save_total_limit", "100",
                "--save_only_model", *label_flags, *ARMS[arm]])
     train_seconds = time.time() - began
     out = {"sizes": {}, "train_seconds": train_seconds}
-    for size, step in zip(args.sizes, steps):
-        folder = os.path.join(run, f"checkpoint-{step}")
+    for size, folder in zip(args.sizes, folders):
         out["sizes"][str(size)] = {}
         for split in ("validation", "heldout"):
             predictions = os.path.join(run, f"{split}-{size}.csv")
@@ -320,8 +329,8 @@ def plot(result: dict, path: str, args) -> None:
             ax.grid(alpha=0.3)
         axes[row][0].legend(fontsize=7)
     seeds = sorted({r["seed"] for r in result["runs"] if r["seed"] is not None})
-    fig.suptitle(f"SmolLM2-135M-Instruct, LoRA r16, batch {args.batch_size}, {args.dtype}, CPU: median and range "
-                 f"over the seeds run, of {seeds}", fontsize=9)
+    fig.suptitle(f"SmolLM2-135M-Instruct, LoRA r16, batch {args.batch_size}, {args.schedule} rate, {args.dtype}, CPU: "
+                 f"median and range over the seeds run, of {seeds}", fontsize=9)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
@@ -337,6 +346,9 @@ def main() -> None:
     parser.add_argument("--learning_rates", nargs="+", type=float, default=[3e-4, 1e-3])
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--warmup_steps", type=int, default=2)
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                        help="the learning rate after warm-up: constant (one run, a checkpoint per size) or decaying "
+                             "to zero (a run per size)")
     parser.add_argument("--max_length", type=int, default=320)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--gradient_checkpointing", default="unsloth")
@@ -351,9 +363,9 @@ def main() -> None:
     if not os.path.exists(os.path.join(args.model, "config.json")):
         raise Missing(f"no model in {args.model}; build it with `make real-model`")
     os.chdir(ROOT)  # the prompts are named relative to the project
-    settings = {k: getattr(args, k) for k in ("sizes", "learning_rates", "batch_size", "warmup_steps", "max_length",
-                                              "dtype", "gradient_checkpointing", "train_rows", "validation_rows",
-                                              "heldout_rows")}
+    settings = {k: getattr(args, k) for k in ("sizes", "learning_rates", "batch_size", "warmup_steps", "schedule",
+                                              "max_length", "dtype", "gradient_checkpointing", "train_rows",
+                                              "validation_rows", "heldout_rows")}
     saved = read_json(args.results, {})
     if saved.get("settings", settings) != settings:
         raise Missing(f"{args.results} holds runs of other settings ({saved['settings']}); give another --results")

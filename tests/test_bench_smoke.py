@@ -204,3 +204,24 @@ def test_heads_benchmark_chooses_each_arms_learning_rate_on_validation_rows(tiny
     assert ("label loss", "class head", 8) in pairs and ("class head", "prior", 4) in pairs
     assert all(p["low"] <= p["mean"] <= p["high"] for p in report["paired"])
     assert "| llmeval2 | 8 | class head |" in result.stdout
+
+
+def test_heads_benchmark_cosine_schedule_trains_a_run_per_size(tiny_model, tmp_path):
+    """--schedule cosine: each size is a run of its own that decays to zero. Without warm-up, a one-step cosine run
+    takes the full rate, as the constant one does, so the two agree at one step; at two steps the cosine run's second
+    step is at half the rate, so they differ."""
+    common = ["--model", tiny_model, "--max_length", "256", "--datasets", "llmeval2", "--arms", "label loss",
+              "--seeds", "0", "--sizes", "4", "8", "--learning_rates", "1e-2", "--warmup_steps", "0",
+              "--validation_rows", "4", "--heldout_rows", "8", "--runs", tmp_path / "runs"]
+    probs = {}
+    for schedule in ("constant", "cosine"):
+        result = run_cli("bench/heads.py", *common, "--schedule", schedule, "--results", tmp_path / f"{schedule}.json",
+                         "--plot", tmp_path / f"{schedule}.png")
+        assert result.returncode == 0, result.stderr[-2000:]
+        run = json.loads((tmp_path / f"{schedule}.json").read_text())["store"]["llmeval2/label loss/lr0.01/seed0"]
+        probs[schedule] = {size: np.array(run["sizes"][size]["heldout"]["probs"]) for size in ("4", "8")}
+    assert (tmp_path / "runs" / "llmeval2" / "label-loss" / "lr0.01" / "seed0-cosine" / "steps1").is_dir()
+    np.testing.assert_allclose(probs["cosine"]["4"], probs["constant"]["4"], atol=1e-5)
+    assert np.abs(probs["cosine"]["8"] - probs["constant"]["8"]).max() > 1e-4
+    refused = run_cli("bench/heads.py", *common, "--schedule", "cosine", "--results", tmp_path / "constant.json")
+    assert refused.returncode != 0 and "other settings" in refused.stderr and "Traceback" not in refused.stderr
