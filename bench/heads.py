@@ -25,9 +25,10 @@ run); give it its own --results. Each model is scored by infer.py on the validat
 training rows by a seeded draw, never trained on) and on the held-out rows. Learning rates: every
 arm runs each of --learning_rates on the first seed; the one with the lowest validation log loss (mean over the
 sizes) is the arm's, and the other seeds run with it alone. The held-out rows never choose anything.
-Paired per-row differences (arm minus reference, same held-out rows, averaged over seeds) with 95% bootstrap
-intervals over rows. Every finished run is stored in --results at once (per-row probabilities included), so a rerun
-or a later session resumes where it stopped; run folders live in --runs and may be deleted.
+Paired per-row differences (arm minus reference, same held-out rows, averaged over seeds) of log loss and of accuracy
+(each row's hit, 1 or 0, averaged over seeds), with 95% bootstrap intervals over rows. Every finished run is stored
+in --results at once (per-row probabilities included), so a rerun or a later session resumes where it stopped; run
+folders live in --runs and may be deleted.
 """
 
 from __future__ import annotations
@@ -234,18 +235,18 @@ def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
         classes = len(DATASETS[dataset]["labels"])
         fixed = references(train_pairs, heldout_pairs, classes)
         for size in args.sizes:
-            losses = {}  # arm: per-row loss averaged over seeds
+            losses, hits = {}, {}  # arm: per-row loss, and per-row hit (1 if the argmax is right), averaged over seeds
             for name, probs in fixed.items():
                 runs.append({"dataset": dataset, "arm": name, "rows_seen": size, "seed": None,
                              "log_loss": float(row_losses(probs, labels).mean()),
                              "accuracy": float((probs.argmax(1) == labels).mean())})
-                losses[name] = row_losses(probs, labels)
+                losses[name], hits[name] = row_losses(probs, labels), (probs.argmax(1) == labels).astype(float)
             for arm in args.arms:
                 lr = chosen_lr(store, dataset, arm, args)
                 if lr is None:
                     continue
                 selected[f"{dataset}/{arm}"] = lr
-                per_seed = []
+                per_seed, per_seed_hits = [], []
                 for seed in args.seeds:
                     result = store.get(run_key(dataset, arm, lr, seed))
                     if result is None:
@@ -257,26 +258,29 @@ def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
                                  "validation_log_loss": result["sizes"][str(size)]["validation"]["log_loss"],
                                  "mean_p_tie": float(probs[:, 2].mean()) if classes == 3 else None})
                     per_seed.append(row_losses(probs, labels))
+                    per_seed_hits.append((probs.argmax(1) == labels).astype(float))
                 if per_seed:
-                    losses[arm] = np.mean(per_seed, axis=0)
+                    losses[arm], hits[arm] = np.mean(per_seed, axis=0), np.mean(per_seed_hits, axis=0)
             for arm in args.arms:
                 for reference in ("prior", "longer", "class head", "label loss", "label rows"):
                     if arm in losses and reference in losses and arm != reference:
+                        accuracy = paired(hits[arm], hits[reference])
                         pairs_out.append({"dataset": dataset, "rows_seen": size, "arm": arm, "reference": reference,
-                                          **paired(losses[arm], losses[reference])})
+                                          **paired(losses[arm], losses[reference]),
+                                          **{f"accuracy_{k}": v for k, v in accuracy.items()}})
     return {"runs": runs, "paired": pairs_out, "learning_rates": selected, "search": search}
 
 
 def table(result: dict, args) -> str:
     lines = ["| dataset | rows seen | arm | lr | held-out log loss: median (range) | accuracy: median (range) | "
              "seeds | "
-             "minus prior (95% interval) | minus class head (95% interval) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "minus prior (95% interval) | minus class head (95% interval) | accuracy minus longer (95% interval) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     diff = {(p["dataset"], p["rows_seen"], p["arm"], p["reference"]): p for p in result["paired"]}
 
-    def cell(key):
+    def cell(key, what=""):
         d = diff.get(key)
-        return f"{d['mean']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f})" if d else ""
+        return f"{d[what + 'mean']:+.3f} ({d[what + 'low']:+.3f} to {d[what + 'high']:+.3f})" if d else ""
 
     groups = {}
     for r in result["runs"]:
@@ -287,7 +291,8 @@ def table(result: dict, args) -> str:
         lines.append(f"| {dataset} | {size} | {arm} | {'' if lr is None else f'{lr:g}'} | {statistics.median(ll):.4f} "
                      f"({min(ll):.4f}-{max(ll):.4f}) | {statistics.median(acc):.3f} ({min(acc):.3f}-{max(acc):.3f}) | "
                      f"{sum(r['seed'] is not None for r in rs) or '-'} | {cell((dataset, size, arm, 'prior'))} | "
-                     f"{cell((dataset, size, arm, 'class head'))} |")
+                     f"{cell((dataset, size, arm, 'class head'))} | "
+                     f"{cell((dataset, size, arm, 'longer'), 'accuracy_')} |")
     lines += ["", "| dataset | arm | lr | seed | rows seen | validation log loss | held-out log loss |",
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['dataset']} | {r['arm']} | {r['learning_rate']:g} | {r['seed']} | {r['rows_seen']} | "

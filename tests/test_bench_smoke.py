@@ -203,6 +203,13 @@ def test_heads_benchmark_chooses_each_arms_learning_rate_on_validation_rows(tiny
     pairs = {(p["arm"], p["reference"], p["rows_seen"]) for p in report["paired"]}
     assert ("label loss", "class head", 8) in pairs and ("class head", "prior", 4) in pairs
     assert all(p["low"] <= p["mean"] <= p["high"] for p in report["paired"])
+    assert all(p["accuracy_low"] <= p["accuracy_mean"] <= p["accuracy_high"] for p in report["paired"])
+    accuracy = {(r["arm"], r["rows_seen"]): [] for r in report["runs"]}
+    for r in report["runs"]:
+        accuracy[r["arm"], r["rows_seen"]].append(r["accuracy"])
+    for p in report["paired"]:  # the per-row hits averaged over seeds: the difference of the mean accuracies
+        gap = np.mean(accuracy[p["arm"], p["rows_seen"]]) - np.mean(accuracy[p["reference"], p["rows_seen"]])
+        assert p["accuracy_mean"] == pytest.approx(gap)
     assert "| llmeval2 | 8 | class head |" in result.stdout
 
 
