@@ -152,7 +152,8 @@ def run_once(dataset: str, arm: str, lr: float, seed: int, files: dict, labels: 
         trainings = [(run, steps[-1], steps[0], "constant_with_warmup")]
         folders = [os.path.join(run, f"checkpoint-{step}") for step in steps]
     else:  # a run of its own for each size
-        trainings = [(os.path.join(run + "-cosine", f"steps{step}"), step, step, "cosine") for step in steps]
+        run += "-cosine"
+        trainings = [(os.path.join(run, f"steps{step}"), step, step, "cosine") for step in steps]
         folders = [os.path.join(folder, f"checkpoint-{step}") for (folder, *_), step in zip(trainings, steps)]
     began = time.time()
     label_flags = ["--labels", *labels]

@@ -227,7 +227,8 @@ def test_heads_benchmark_cosine_schedule_trains_a_run_per_size(tiny_model, tmp_p
         assert result.returncode == 0, result.stderr[-2000:]
         run = json.loads((tmp_path / f"{schedule}.json").read_text())["store"]["llmeval2/label loss/lr0.01/seed0"]
         probs[schedule] = {size: np.array(run["sizes"][size]["heldout"]["probs"]) for size in ("4", "8")}
-    assert (tmp_path / "runs" / "llmeval2" / "label-loss" / "lr0.01" / "seed0-cosine" / "steps1").is_dir()
+    cosine = tmp_path / "runs" / "llmeval2" / "label-loss" / "lr0.01" / "seed0-cosine"
+    assert (cosine / "steps1").is_dir() and (cosine / "heldout-8.csv").is_file()  # beside its runs, not the constant's
     np.testing.assert_allclose(probs["cosine"]["4"], probs["constant"]["4"], atol=1e-5)
     assert np.abs(probs["cosine"]["8"] - probs["constant"]["8"]).max() > 1e-4
     refused = run_cli("bench/heads.py", *common, "--schedule", "cosine", "--results", tmp_path / "constant.json")
