@@ -150,11 +150,11 @@ def run_once(dataset: str, arm: str, lr: float, seed: int, files: dict, labels: 
     steps = [size // args.batch_size for size in args.sizes]
     if args.schedule == "constant":  # one run, a checkpoint at each size
         trainings = [(run, steps[-1], steps[0], "constant_with_warmup")]
-        folders = [os.path.join(run, f"checkpoint-{step}") for step in steps]
+        bases = [run] * len(steps)
     else:  # a run of its own for each size
         run += "-cosine"
-        trainings = [(os.path.join(run, f"steps{step}"), step, step, "cosine") for step in steps]
-        folders = [os.path.join(folder, f"checkpoint-{step}") for (folder, *_), step in zip(trainings, steps)]
+        bases = [os.path.join(run, f"steps{step}") for step in steps]
+        trainings = [(base, step, step, "cosine") for base, step in zip(bases, steps)]
     began = time.time()
     label_flags = ["--labels", *labels]
     for folder, max_steps, save_steps, scheduler in trainings:
@@ -170,7 +170,8 @@ def run_once(dataset: str, arm: str, lr: float, seed: int, files: dict, labels: 
                "--save_only_model", *label_flags, *ARMS[arm]])
     train_seconds = time.time() - began
     out = {"sizes": {}, "train_seconds": train_seconds}
-    for size, folder in zip(args.sizes, folders):
+    for size, step, base in zip(args.sizes, steps, bases):
+        folder = os.path.join(base, f"checkpoint-{step}")
         out["sizes"][str(size)] = {}
         for split in ("validation", "heldout"):
             predictions = os.path.join(run, f"{split}-{size}.csv")
@@ -222,6 +223,11 @@ def row_losses(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1))
 
 
+def row_hits(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """1.0 where the most probable class is the label, else 0.0."""
+    return (probs.argmax(1) == labels).astype(float)
+
+
 def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
     runs, pairs_out, selected = [], [], {}
     search = [{"dataset": key.split("/")[0], "arm": key.split("/")[1],
@@ -240,8 +246,8 @@ def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
             for name, probs in fixed.items():
                 runs.append({"dataset": dataset, "arm": name, "rows_seen": size, "seed": None,
                              "log_loss": float(row_losses(probs, labels).mean()),
-                             "accuracy": float((probs.argmax(1) == labels).mean())})
-                losses[name], hits[name] = row_losses(probs, labels), (probs.argmax(1) == labels).astype(float)
+                             "accuracy": float(row_hits(probs, labels).mean())})
+                losses[name], hits[name] = row_losses(probs, labels), row_hits(probs, labels)
             for arm in args.arms:
                 lr = chosen_lr(store, dataset, arm, args)
                 if lr is None:
@@ -259,7 +265,7 @@ def report(store: dict, datasets: list[str], files_of: dict, args) -> dict:
                                  "validation_log_loss": result["sizes"][str(size)]["validation"]["log_loss"],
                                  "mean_p_tie": float(probs[:, 2].mean()) if classes == 3 else None})
                     per_seed.append(row_losses(probs, labels))
-                    per_seed_hits.append((probs.argmax(1) == labels).astype(float))
+                    per_seed_hits.append(row_hits(probs, labels))
                 if per_seed:
                     losses[arm], hits[arm] = np.mean(per_seed, axis=0), np.mean(per_seed_hits, axis=0)
             for arm in args.arms:
